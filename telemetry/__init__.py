@@ -1,0 +1,39 @@
+"""sessiontrace telemetry: every span of a graph run carries its session and user."""
+
+from telemetry.context import (
+    CallerContext,
+    ContextPropagatingExecutor,
+    MissingCallerError,
+    Trigger,
+    bind_caller,
+    caller_from_context,
+    current_caller,
+    require_caller,
+)
+from telemetry.processor import SessionSpanProcessor
+from telemetry.session import (
+    MAX_SESSION_ID_LENGTH,
+    derive_adhoc_session_id,
+    derive_schedule_session_id,
+    derive_user_session_id,
+    validate_session_id,
+)
+from telemetry.setup import configure_tracing
+
+__all__ = [
+    "MAX_SESSION_ID_LENGTH",
+    "CallerContext",
+    "ContextPropagatingExecutor",
+    "MissingCallerError",
+    "SessionSpanProcessor",
+    "Trigger",
+    "bind_caller",
+    "caller_from_context",
+    "configure_tracing",
+    "current_caller",
+    "derive_adhoc_session_id",
+    "derive_schedule_session_id",
+    "derive_user_session_id",
+    "require_caller",
+    "validate_session_id",
+]

@@ -1,0 +1,149 @@
+"""The caller context: who a run acts for, carried in the OpenTelemetry Context.
+
+The caller lives under a private context key, never in baggage: baggage is
+propagated from (and to) clients, and a client must not choose its own
+session or user.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import types
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal, ParamSpec, TypeVar
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
+
+from telemetry.attributes import SESSION_ID, USER_ID
+from telemetry.session import validate_session_id
+
+__all__ = [
+    "CallerContext",
+    "ContextPropagatingExecutor",
+    "MissingCallerError",
+    "Trigger",
+    "bind_caller",
+    "caller_from_context",
+    "current_caller",
+    "require_caller",
+]
+
+Trigger = Literal["user", "schedule"]
+_TRIGGERS = ("user", "schedule")
+_CALLER_KEY = otel_context.create_key("sessiontrace.caller")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class MissingCallerError(RuntimeError):
+    """A run was about to start without a bound caller and session."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallerContext:
+    """Identity of the party a graph run acts for; immutable once built."""
+
+    billing_account_id: str
+    user_id: str
+    session_id: str
+    request_id: str
+    run_id: str
+    trigger: Trigger
+    graph_id: str
+    schedule_id: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    span_attributes: Mapping[str, AttributeValue] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        validate_session_id(self.session_id)
+        if self.trigger not in _TRIGGERS:
+            raise ValueError(f"trigger must be one of {_TRIGGERS}, got {self.trigger!r}")
+        for name in ("billing_account_id", "user_id", "request_id", "run_id", "graph_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        if self.schedule_id is not None and not self.schedule_id:
+            raise ValueError("schedule_id must be None or a non-empty string")
+        # Frozen views: nobody can alter a caller after it is bound, and the
+        # processor reuses one prebuilt attribute mapping for every span.
+        object.__setattr__(self, "tags", tuple(self.tags))
+        object.__setattr__(self, "metadata", types.MappingProxyType(dict(self.metadata)))
+        object.__setattr__(
+            self,
+            "span_attributes",
+            types.MappingProxyType({SESSION_ID: self.session_id, USER_ID: self.user_id}),
+        )
+
+
+def caller_from_context(context: otel_context.Context | None = None) -> CallerContext | None:
+    """The caller bound in `context` (the current context when None)."""
+    value = otel_context.get_value(_CALLER_KEY, context)
+    return value if isinstance(value, CallerContext) else None
+
+
+def current_caller() -> CallerContext | None:
+    """The caller bound in the current context, if any."""
+    return caller_from_context()
+
+
+def require_caller() -> CallerContext:
+    """The bound caller; raises MissingCallerError when there is none."""
+    caller = caller_from_context()
+    if caller is None:
+        raise MissingCallerError(
+            "no caller is bound: wrap the run in telemetry.bind_caller(...) so its spans "
+            "carry a session id"
+        )
+    return caller
+
+
+@contextmanager
+def bind_caller(caller: CallerContext) -> Iterator[CallerContext]:
+    """Bind `caller` for the block and stamp the span that is already open.
+
+    The HTTP server span starts before the route knows the caller, so it is
+    stamped here; spans started inside the block get the caller from the
+    SessionSpanProcessor. Binding a caller of another session inside a bound
+    block raises ValueError: one trace must never hold two sessions.
+    """
+    if not isinstance(caller, CallerContext):
+        raise TypeError(f"bind_caller expects a CallerContext, got {type(caller).__name__}")
+    bound = current_caller()
+    if bound is not None and bound.session_id != caller.session_id:
+        raise ValueError(
+            f"a caller of session {bound.session_id!r} is already bound; refusing to bind "
+            f"session {caller.session_id!r} in the same trace"
+        )
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(caller.span_attributes)
+    token = otel_context.attach(otel_context.set_value(_CALLER_KEY, caller))
+    try:
+        yield caller
+    finally:
+        otel_context.detach(token)
+
+
+class ContextPropagatingExecutor(ThreadPoolExecutor):
+    """A thread pool that runs each task in a copy of the submitter's context.
+
+    `loop.run_in_executor` does not copy context variables (unlike
+    `asyncio.to_thread`); installed with `loop.set_default_executor`, this pool
+    keeps the bound caller and the current span in executor threads.
+    """
+
+    def submit(
+        self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Future[_R]:
+        ctx = contextvars.copy_context()
+        return super().submit(functools.partial(ctx.run, fn, *args, **kwargs))
+
+

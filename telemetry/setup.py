@@ -1,0 +1,77 @@
+"""Tracing setup: one TracerProvider with the session processor first, then export."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
+from opentelemetry.sdk.resources import (
+    SERVICE_NAME,
+    SERVICE_VERSION,
+    OTELResourceDetector,
+    Resource,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+from telemetry.attributes import DEPLOYMENT_ENVIRONMENT_NAME
+from telemetry.processor import SessionSpanProcessor
+
+__all__ = ["configure_tracing"]
+
+logger = logging.getLogger(__name__)
+
+
+def configure_tracing(
+    *,
+    service_name: str,
+    service_version: str | None = None,
+    environment: str | None = None,
+    exporter: SpanExporter | None = None,
+    session_processor: SessionSpanProcessor | None = None,
+    batch: bool = True,
+) -> TracerProvider:
+    """Build a TracerProvider that stamps sessions and exports over OTLP/HTTP.
+
+    `service_name`, `service_version` and `environment` are the application's
+    defaults for the resource; `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
+    override them, so operators can rename a deployment without a code change.
+    With no `exporter`, spans go to the OTLP/HTTP protobuf exporter, which reads
+    `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `..._HEADERS`, `..._TIMEOUT` itself;
+    the BatchSpanProcessor reads `OTEL_BSP_*`. With `OTEL_SDK_DISABLED=true` the
+    provider hands out no-op tracers and nothing is exported.
+
+    The caller owns the returned provider: flush and shut it down on exit.
+    """
+    if not service_name:
+        raise ValueError("service_name must be a non-empty string")
+    defaults: dict[str, str] = {SERVICE_NAME: service_name}
+    if service_version:
+        defaults[SERVICE_VERSION] = service_version
+    if environment:
+        defaults[DEPLOYMENT_ENVIRONMENT_NAME] = environment
+    resource = Resource.create(defaults).merge(OTELResourceDetector().detect())
+
+    provider = TracerProvider(resource=resource)
+    # Processors run in the order added: the session must be on the span
+    # before any exporting processor sees it.
+    provider.add_span_processor(session_processor or SessionSpanProcessor())
+    if _sdk_disabled():
+        logger.info("OTEL_SDK_DISABLED is set: tracing is off, nothing is exported")
+        return provider
+    span_exporter = exporter if exporter is not None else OTLPSpanExporter()
+    provider.add_span_processor(
+        BatchSpanProcessor(span_exporter) if batch else SimpleSpanProcessor(span_exporter)
+    )
+    return provider
+
+
+def _sdk_disabled() -> bool:
+    # The same test the SDK's TracerProvider applies to hand out no-op tracers.
+    return os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true"
