@@ -1,0 +1,131 @@
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from telemetry import (
+    CallerContext,
+    SessionSpanProcessor,
+    bind_caller,
+    configure_tracing,
+    derive_user_session_id,
+)
+from telemetry.attributes import DEPLOYMENT_ENVIRONMENT_NAME, SESSION_ID
+
+
+def caller() -> CallerContext:
+    return CallerContext(
+        billing_account_id="acme",
+        user_id="alice",
+        session_id=derive_user_session_id("acme", "t"),
+        request_id="r",
+        run_id="run",
+        trigger="user",
+        graph_id="builtin:chat",
+    )
+
+
+@pytest.fixture(autouse=True)
+def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_SDK_DISABLED"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_resource_has_service_name_version_and_environment() -> None:
+    exporter = InMemorySpanExporter()
+    provider = configure_tracing(
+        service_name="svc", service_version="1.2.3", environment="staging",
+        exporter=exporter, batch=False,
+    )
+    attrs = provider.resource.attributes
+    assert attrs["service.name"] == "svc"
+    assert attrs["service.version"] == "1.2.3"
+    assert attrs[DEPLOYMENT_ENVIRONMENT_NAME] == "staging"
+
+
+def test_otel_environment_variables_override_the_application_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "renamed")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod,team=ai")
+    provider = configure_tracing(service_name="svc", environment="staging",
+                                 exporter=InMemorySpanExporter(), batch=False)
+    attrs = provider.resource.attributes
+    assert attrs["service.name"] == "renamed"
+    assert attrs[DEPLOYMENT_ENVIRONMENT_NAME] == "prod"
+    assert attrs["team"] == "ai"
+
+
+def test_session_processor_runs_before_the_exporter() -> None:
+    exporter = InMemorySpanExporter()
+    processor = SessionSpanProcessor(strict=True)
+    provider = configure_tracing(service_name="svc", exporter=exporter,
+                                 session_processor=processor, batch=True)
+    tracer = provider.get_tracer("t")
+    with bind_caller(caller()):
+        tracer.start_span("stamped").end()
+    tracer.start_span("orphan").end()
+    provider.force_flush()
+    provider.shutdown()
+
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["stamped"].attributes is not None
+    assert spans["stamped"].attributes[SESSION_ID] == caller().session_id
+    assert processor.spans_without_caller == 1
+
+
+def test_sdk_disabled_exports_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    exporter = InMemorySpanExporter()
+    provider = configure_tracing(service_name="svc", exporter=exporter, batch=False)
+    tracer = provider.get_tracer("t")
+    with bind_caller(caller()):
+        span = tracer.start_span("nothing")
+        assert not span.is_recording()
+        span.end()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_default_exporter_sends_protobuf_to_the_otlp_endpoint_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    received: list[tuple[str, str | None, bytes]] = []
+
+    class Capture(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, self.headers["Content-Type"], body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Capture)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    try:
+        provider = configure_tracing(service_name="svc")
+        with bind_caller(caller()):
+            provider.get_tracer("t").start_span("exported").end()
+        provider.shutdown()
+    finally:
+        server.shutdown()
+
+    assert len(received) == 1
+    path, content_type, body = received[0]
+    assert path == "/v1/traces"
+    assert content_type == "application/x-protobuf"
+    request = ExportTraceServiceRequest.FromString(body)
+    (span,) = request.resource_spans[0].scope_spans[0].spans
+    attributes = {kv.key: kv.value.string_value for kv in span.attributes}
+    assert span.name == "exported"
+    assert attributes[SESSION_ID] == caller().session_id
+
+
+def test_empty_service_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="service_name"):
+        configure_tracing(service_name="")

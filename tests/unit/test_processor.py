@@ -1,0 +1,182 @@
+import logging
+from collections.abc import Callable
+
+import pytest
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.propagate import extract
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from telemetry import CallerContext, SessionSpanProcessor, bind_caller, derive_user_session_id
+from telemetry.attributes import SESSION_ID, USER_ID
+
+MakeCaller = Callable[..., CallerContext]
+
+
+def test_every_span_in_a_bound_block_gets_session_and_user(
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_caller: MakeCaller
+) -> None:
+    caller = make_caller()
+    tracer = provider.get_tracer("t")
+    with bind_caller(caller), tracer.start_as_current_span("root"):
+        with tracer.start_as_current_span("child"):
+            tracer.start_span("grandchild").end()
+
+    spans = exporter.get_finished_spans()
+    assert sorted(s.name for s in spans) == ["child", "grandchild", "root"]
+    for span in spans:
+        assert span.attributes is not None
+        assert span.attributes[SESSION_ID] == caller.session_id
+        assert span.attributes[USER_ID] == "alice"
+
+
+def test_caller_is_read_from_the_parent_context_given_to_start_span(
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_caller: MakeCaller
+) -> None:
+    caller = make_caller()
+    tracer = provider.get_tracer("t")
+    with bind_caller(caller):
+        captured = otel_context.get_current()
+    # Outside the block: only the explicit parent context carries the caller.
+    tracer.start_span("later", context=captured).end()
+
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes[SESSION_ID] == caller.session_id
+
+
+def test_span_started_from_extracted_headers_falls_back_to_current_caller(
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_caller: MakeCaller
+) -> None:
+    caller = make_caller()
+    tracer = provider.get_tracer("t")
+    headers = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    with bind_caller(caller):
+        tracer.start_span("from-headers", context=extract(headers)).end()
+
+    (span,) = exporter.get_finished_spans()
+    assert span.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert span.attributes is not None
+    assert span.attributes[SESSION_ID] == caller.session_id
+    assert span.attributes[USER_ID] == caller.user_id
+
+
+def test_span_without_caller_gets_no_invented_session_and_is_counted(
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    session_processor: SessionSpanProcessor,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tracer = provider.get_tracer("t")
+    with caplog.at_level(logging.WARNING, logger="telemetry.processor"):
+        tracer.start_span("orphan-1").end()
+        tracer.start_span("orphan-2").end()
+
+    for span in exporter.get_finished_spans():
+        assert span.attributes is not None
+        assert SESSION_ID not in span.attributes
+        assert USER_ID not in span.attributes
+    assert session_processor.spans_without_caller == 2
+    warnings = [r for r in caplog.records if "no caller bound" in r.getMessage()]
+    assert len(warnings) == 1, "the missing-caller warning is logged once, then only counted"
+
+
+def test_baggage_cannot_choose_session_or_user(
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_caller: MakeCaller
+) -> None:
+    tracer = provider.get_tracer("t")
+    hostile = extract({"baggage": "session.id=attacker,user.id=mallory"})
+    assert baggage.get_baggage("session.id", hostile) == "attacker"
+
+    tracer.start_span("no-caller", context=hostile).end()
+    caller = make_caller()
+    token = otel_context.attach(hostile)
+    try:
+        with bind_caller(caller):
+            tracer.start_span("with-caller").end()
+    finally:
+        otel_context.detach(token)
+
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert spans["no-caller"].attributes is not None
+    assert SESSION_ID not in spans["no-caller"].attributes
+    assert spans["with-caller"].attributes is not None
+    assert spans["with-caller"].attributes[SESSION_ID] == caller.session_id
+    assert spans["with-caller"].attributes[USER_ID] == "alice"
+
+
+def test_processor_failure_is_swallowed_outside_strict_mode(
+    make_caller: MakeCaller, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BrokenSpan:
+        name = "broken"
+
+        def set_attributes(self, _: object) -> None:
+            raise RuntimeError("boom")
+
+    caller = make_caller()
+    lenient = SessionSpanProcessor()
+    with bind_caller(caller), caplog.at_level(logging.ERROR, logger="telemetry.processor"):
+        lenient.on_start(BrokenSpan())  # type: ignore[arg-type]
+    assert any("SessionSpanProcessor failed" in r.getMessage() for r in caplog.records)
+
+    strict = SessionSpanProcessor(strict=True)
+    with bind_caller(caller), pytest.raises(RuntimeError, match="boom"):
+        strict.on_start(BrokenSpan())  # type: ignore[arg-type]
+
+
+def test_bind_caller_stamps_the_span_that_was_already_open(
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_caller: MakeCaller
+) -> None:
+    tracer = provider.get_tracer("t")
+    caller = make_caller()
+    with tracer.start_as_current_span("http server"):
+        with bind_caller(caller):
+            pass
+
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes is not None
+    assert span.attributes[SESSION_ID] == caller.session_id
+    assert span.attributes[USER_ID] == caller.user_id
+
+
+def test_binding_another_session_inside_a_bound_block_is_refused(
+    make_caller: MakeCaller,
+) -> None:
+    first = make_caller()
+    same_session = make_caller(run_id="run-2")
+    other = make_caller(session_id=derive_user_session_id("acme", "thread-2"))
+    with bind_caller(first):
+        with bind_caller(same_session) as rebound:
+            assert rebound is same_session
+        with pytest.raises(ValueError, match="already bound"):
+            with bind_caller(other):
+                pass
+
+
+def test_caller_context_rejects_missing_session_and_unknown_trigger(
+    make_caller: MakeCaller,
+) -> None:
+    with pytest.raises(ValueError, match="session id"):
+        make_caller(session_id="")
+    with pytest.raises(ValueError, match="trigger"):
+        make_caller(trigger="cron")
+    with pytest.raises(ValueError, match="user_id"):
+        make_caller(user_id="")
+
+
+def test_caller_context_is_immutable(make_caller: MakeCaller) -> None:
+    caller = make_caller(metadata={"k": "v"}, tags=["a"])
+    with pytest.raises(AttributeError):
+        caller.session_id = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        caller.metadata["k"] = "changed"  # type: ignore[index]
+    assert caller.tags == ("a",)
+
+
+def test_current_span_outside_any_provider_is_untouched(make_caller: MakeCaller) -> None:
+    # No recording span: bind_caller must not fail on the non-recording default.
+    assert not trace.get_current_span().is_recording()
+    with bind_caller(make_caller()) as bound:
+        assert bound.user_id == "alice"
