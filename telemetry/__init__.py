@@ -10,6 +10,14 @@ from telemetry.context import (
     current_caller,
     require_caller,
 )
+from telemetry.payload import (
+    LLM_PAYLOAD_CAP,
+    REDACTED,
+    TOOL_PAYLOAD_CAP,
+    TRACE_PAYLOAD_CAP,
+    encode_payload,
+    scrub,
+)
 from telemetry.processor import SessionSpanProcessor
 from telemetry.session import (
     MAX_SESSION_ID_LENGTH,
@@ -21,7 +29,11 @@ from telemetry.session import (
 from telemetry.setup import configure_tracing
 
 __all__ = [
+    "LLM_PAYLOAD_CAP",
     "MAX_SESSION_ID_LENGTH",
+    "REDACTED",
+    "TOOL_PAYLOAD_CAP",
+    "TRACE_PAYLOAD_CAP",
     "CallerContext",
     "ContextPropagatingExecutor",
     "MissingCallerError",
@@ -34,6 +46,8 @@ __all__ = [
     "derive_adhoc_session_id",
     "derive_schedule_session_id",
     "derive_user_session_id",
+    "encode_payload",
     "require_caller",
+    "scrub",
     "validate_session_id",
 ]

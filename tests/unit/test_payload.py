@@ -1,0 +1,89 @@
+import hashlib
+import json
+
+import pytest
+
+from telemetry.payload import REDACTED, encode_payload, scrub
+
+
+def test_sensitive_keys_are_redacted_at_any_depth() -> None:
+    payload = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "config": {
+            "api_key": "abc",
+            "nested": [{"Authorization": "x", "password": "p", "refresh_token": "r"}],
+            "Cookie": "c",
+            "clientSecret": "s",
+            "X-Api-Key": "k",
+        },
+    }
+    scrubbed = scrub(payload)
+    assert scrubbed["messages"] == [{"role": "user", "content": "hi"}]
+    config = scrubbed["config"]
+    assert config["api_key"] == REDACTED
+    assert config["Cookie"] == REDACTED
+    assert config["clientSecret"] == REDACTED
+    assert config["X-Api-Key"] == REDACTED
+    assert config["nested"] == [
+        {"Authorization": REDACTED, "password": REDACTED, "refresh_token": REDACTED}
+    ]
+
+
+def test_token_counts_are_not_mistaken_for_tokens() -> None:
+    usage = {"input_tokens": 12, "max_tokens": 256, "completion_tokens": 3}
+    assert scrub(usage) == usage
+
+
+@pytest.mark.parametrize(
+    ("text", "leak", "mask"),
+    [
+        ("key sk-proj-abcdefghijklmnop1234 here", "sk-proj-abcdefghijklmnop1234", REDACTED),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "eyJhbGci", "Bearer [REDACTED]"),
+        ("mail alice.smith+ai@example.co.uk now", "alice.smith", "[EMAIL]"),
+        ("card 4111 1111 1111 1111 exp", "4111 1111", "[CARD]"),
+        ("card 5500-0000-0000-0004.", "5500-0000", "[CARD]"),
+    ],
+)
+def test_secrets_and_pii_inside_strings_are_masked(text: str, leak: str, mask: str) -> None:
+    masked = scrub({"content": text})["content"]
+    assert leak not in masked
+    assert mask in masked
+
+
+def test_numbers_that_fail_luhn_are_left_alone() -> None:
+    assert scrub("order 1234567890123 shipped") == "order 1234567890123 shipped"
+
+
+def test_payload_within_cap_is_scrubbed_json() -> None:
+    encoded = encode_payload({"q": "mail bob@example.com"}, max_bytes=1000)
+    assert json.loads(encoded) == {"q": "mail [EMAIL]"}
+
+
+def test_payload_over_cap_becomes_a_summary_with_size_and_hash() -> None:
+    value = {"text": "x" * 20_000}
+    raw = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    summary = json.loads(encode_payload(value, max_bytes=10_000))
+    assert summary == {
+        "omitted": "over_cap",
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "cap_bytes": 10_000,
+    }
+
+
+def test_cap_counts_utf8_bytes_not_characters() -> None:
+    value = "é" * 600  # 1,200 bytes, 600 characters
+    assert json.loads(encode_payload(value, max_bytes=1_000))["omitted"] == "over_cap"
+
+
+def test_masked_content_keeps_only_hash_and_size() -> None:
+    encoded = encode_payload({"content": "my diagnosis is private"}, max_bytes=1000, mask_content=True)
+    summary = json.loads(encoded)
+    assert set(summary) == {"omitted", "bytes", "sha256"}
+    assert summary["omitted"] == "masked"
+    assert "diagnosis" not in encoded
+
+
+def test_nonpositive_cap_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_bytes"):
+        encode_payload("x", max_bytes=0)
