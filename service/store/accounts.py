@@ -1,0 +1,121 @@
+"""Billing accounts and their users; a user's API key is kept only as a sha256 hash."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+
+from service.store.database import Database, StoreError, to_iso, utc_now
+
+__all__ = [
+    "BillingAccount",
+    "NewUser",
+    "User",
+    "authenticate_user",
+    "create_billing_account",
+    "create_user",
+    "hash_api_key",
+    "validate_billing_account_id",
+    "validate_user_id",
+]
+
+# The same rule telemetry applies when deriving session ids from the account.
+_BILLING_ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
+_API_KEY_PREFIX = "st_"
+
+
+@dataclass(frozen=True, slots=True)
+class BillingAccount:
+    """An account that runs are billed to and grouped by."""
+
+    id: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user of one billing account."""
+
+    id: str
+    billing_account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    """A freshly created user with its API key: the only time the key is visible."""
+
+    user: User
+    api_key: str
+
+
+def validate_billing_account_id(value: str) -> str:
+    """`value` if it is a valid billing account id, else ValueError."""
+    if not _BILLING_ACCOUNT_ID.fullmatch(value):
+        raise ValueError(f"billing account id must match [A-Za-z0-9_-]{{1,64}}, got {value!r}")
+    return value
+
+
+def validate_user_id(value: str) -> str:
+    """`value` if it is a valid user id, else ValueError."""
+    if not _USER_ID.fullmatch(value):
+        raise ValueError(f"user id must match [A-Za-z0-9_.@:-]{{1,128}}, got {value!r}")
+    return value
+
+
+def hash_api_key(api_key: str) -> str:
+    """The stored form of an API key (keys are random, so a plain sha256 suffices)."""
+    return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
+
+
+def create_billing_account(db: Database, billing_account_id: str) -> BillingAccount:
+    """Create a billing account; StoreError if it exists."""
+    validate_billing_account_id(billing_account_id)
+    account = BillingAccount(id=billing_account_id, created_at=utc_now())
+    try:
+        with db.connect() as connection:
+            connection.execute(
+                "INSERT INTO billing_accounts (id, created_at) VALUES (?, ?)",
+                (account.id, to_iso(account.created_at)),
+            )
+    except sqlite3.IntegrityError:
+        raise StoreError(f"billing account {billing_account_id!r} already exists") from None
+    return account
+
+
+def create_user(db: Database, *, billing_account_id: str, user_id: str) -> NewUser:
+    """Create a user of an existing billing account with a new API key."""
+    validate_billing_account_id(billing_account_id)
+    validate_user_id(user_id)
+    api_key = _API_KEY_PREFIX + secrets.token_urlsafe(32)
+    with db.connect() as connection:
+        if not _exists(connection, "billing_accounts", billing_account_id):
+            raise StoreError(f"billing account {billing_account_id!r} does not exist")
+        if _exists(connection, "users", user_id):
+            raise StoreError(f"user {user_id!r} already exists")
+        connection.execute(
+            "INSERT INTO users (id, billing_account_id, api_key_hash, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (user_id, billing_account_id, hash_api_key(api_key), to_iso(utc_now())),
+        )
+    return NewUser(user=User(id=user_id, billing_account_id=billing_account_id), api_key=api_key)
+
+
+def authenticate_user(db: Database, api_key: str) -> User | None:
+    """The user owning `api_key`, or None."""
+    with db.connect() as connection:
+        row = connection.execute(
+            "SELECT id, billing_account_id FROM users WHERE api_key_hash = ?",
+            (hash_api_key(api_key),),
+        ).fetchone()
+    return None if row is None else User(id=row["id"], billing_account_id=row["billing_account_id"])
+
+
+def _exists(connection: sqlite3.Connection, table: str, record_id: str) -> bool:
+    # `table` is one of this module's literals, never user input.
+    query = f"SELECT 1 FROM {table} WHERE id = ?"  # noqa: S608
+    return connection.execute(query, (record_id,)).fetchone() is not None
