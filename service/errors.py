@@ -1,0 +1,77 @@
+"""One JSON error shape for every failure: `{"error": code, "message": text}`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = ["ApiError", "error_response", "install_error_handlers"]
+
+
+class ApiError(Exception):
+    """A client-facing failure with its status code, stable code and message."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status_code: int, code: str, message: str, *, headers: Mapping[str, str] | None = None,
+    details: list[dict[str, str]] | None = None,
+) -> JSONResponse:
+    """The JSON response of an error."""
+    body: dict[str, object] = {"error": code, "message": message}
+    if details:
+        body["details"] = details
+    return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    # 400, not FastAPI's 422, on every route; the offending values are not
+    # echoed back (they may hold secrets), only where and what.
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"loc": ".".join(str(part) for part in error.get("loc", ())), "message": error["msg"]}
+        for error in exc.errors()
+    ]
+    summary = "; ".join(f"{d['loc']}: {d['message']}" for d in details[:5])
+    return error_response(400, "invalid_request", summary or "invalid request", details=details)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette re-raises after this handler, so the server logs the traceback.
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through the one JSON shape."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,104 @@
+"""Builds the FastAPI app: settings, tracing, lifespan, routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+
+from service.config import Settings, get_settings
+from service.errors import install_error_handlers
+from service.llm import LLMProvider
+from service.middleware import RequestIdMiddleware
+from service.routes import chat, health, runs
+from service.services import open_services
+from telemetry import ContextPropagatingExecutor, configure_tracing
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+_UNTRACED_URLS = "healthz,readyz"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    llm_provider: LLMProvider | None = None,
+) -> FastAPI:
+    """The service app.
+
+    Args:
+        settings: overrides `get_settings()` for the app and its dependencies.
+        tracer_provider: an injected provider (tests) is flushed on exit but
+            not shut down; without one, the app builds its own from settings
+            and OTEL_* variables and shuts it down on exit.
+        llm_provider: replaces the provider chosen from settings (tests).
+    """
+    resolved = settings if settings is not None else get_settings()
+    owns_provider = tracer_provider is None
+    provider = tracer_provider or configure_tracing(
+        service_name=resolved.service_name,
+        service_version=_package_version(),
+        environment=resolved.deploy_environment,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not resolved.scheduler_api_token.get_secret_value():
+            logger.warning("SCHEDULER_API_TOKEN is empty: the internal runs route refuses all")
+        # run_in_executor does not copy context by itself; this pool does, so
+        # work handed to threads keeps the bound caller and its session.
+        executor = ContextPropagatingExecutor(thread_name_prefix="sessiontrace")
+        asyncio.get_running_loop().set_default_executor(executor)
+        try:
+            tracer = provider.get_tracer("service")
+            async with open_services(resolved, tracer=tracer, llm=llm_provider) as services:
+                app.state.services = services
+                yield
+        finally:
+            app.state.services = None
+            executor.shutdown(wait=True)
+            _close_provider(provider, shutdown=owns_provider)
+
+    app = FastAPI(title="sessiontrace", version=_package_version() or "0", lifespan=lifespan)
+    if settings is not None:
+        app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(health.router)
+    app.include_router(chat.router)
+    app.include_router(runs.router)
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls=_UNTRACED_URLS,
+        # The ASGI receive/send spans start outside the route, before the
+        # caller is bound: they would be spans without a session.
+        exclude_spans=["receive", "send"],
+    )
+    return app
+
+
+def _close_provider(provider: TracerProvider, *, shutdown: bool) -> None:
+    # Telemetry never breaks the service, not even its exit.
+    try:
+        provider.force_flush()
+        if shutdown:
+            provider.shutdown()
+    except Exception:
+        logger.exception("flushing the tracer provider failed")
+
+
+def _package_version() -> str | None:
+    try:
+        return version("sessiontrace")
+    except PackageNotFoundError:
+        return None
