@@ -1,0 +1,110 @@
+"""Fixtures for API tests: an injected in-memory tracer, a tmp SQLite file, seeded accounts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import SecretStr
+
+from service.config import Settings
+from service.main import create_app
+from service.store import (
+    Database,
+    create_billing_account,
+    create_grant,
+    create_user,
+    revoke_grant,
+)
+from telemetry import SessionSpanProcessor, configure_tracing
+
+from api_support import SCHEDULER_TOKEN, Seed
+
+
+
+@pytest.fixture(autouse=True)
+def _tracing_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def session_processor() -> SessionSpanProcessor:
+    return SessionSpanProcessor(strict=True)
+
+
+@pytest.fixture
+def tracer_provider(
+    exporter: InMemorySpanExporter, session_processor: SessionSpanProcessor
+) -> Iterator[TracerProvider]:
+    provider = configure_tracing(
+        service_name="test", exporter=exporter, batch=False, session_processor=session_processor
+    )
+    yield provider
+    provider.shutdown()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'var' / 'test.db'}",
+        scheduler_api_token=SecretStr(SCHEDULER_TOKEN),
+        deploy_environment="test",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+def database(settings: Settings) -> Database:
+    db = Database.from_url(settings.database_url)
+    db.migrate()
+    return db
+
+
+@pytest.fixture
+def seed(database: Database) -> Seed:
+    create_billing_account(database, "acme")
+    create_billing_account(database, "globex")
+    alice = create_user(database, billing_account_id="acme", user_id="alice")
+    bob = create_user(database, billing_account_id="globex", user_id="bob")
+    both = ("builtin:chat", "builtin:governance-review")
+
+    def grant(account: str, user: str, graphs: Sequence[str], **kwargs: object) -> str:
+        return create_grant(
+            database, billing_account_id=account, user_id=user, graphs=graphs, **kwargs  # type: ignore[arg-type]
+        ).id
+
+    revoked = grant("acme", "alice", both)
+    revoke_grant(database, revoked)
+    return Seed(
+        alice_key=alice.api_key,
+        bob_key=bob.api_key,
+        acme_grant=grant("acme", "alice", both),
+        globex_grant=grant("globex", "bob", ("builtin:governance-review",)),
+        chat_only_grant=grant("acme", "alice", ("builtin:chat",)),
+        expired_grant=grant(
+            "acme", "alice", both, expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        ),
+        revoked_grant=revoked,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, tracer_provider: TracerProvider, seed: Seed) -> FastAPI:
+    return create_app(settings, tracer_provider=tracer_provider)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
