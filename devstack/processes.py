@@ -1,0 +1,153 @@
+"""Start local processes (sink, collector, service) with their logs captured, wait, stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+__all__ = [
+    "ManagedProcess",
+    "WaitTimeout",
+    "free_port",
+    "http_ok",
+    "python_module",
+    "start_process",
+    "wait_for_http",
+    "wait_until",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not hold before its deadline."""
+
+
+@dataclass
+class ManagedProcess:
+    """A child process whose stdout and stderr go to `log_path`."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    _log_file: IO[bytes] | None = field(repr=False, default=None)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        """Everything the process has written so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after `timeout` seconds; returns the exit code."""
+        if self.running():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(timeout)
+        if self._log_file is not None:
+            self._log_file.close()
+        return self.popen.returncode
+
+    def describe(self, tail: int = 80) -> str:
+        """A header and the last `tail` log lines, for failure messages."""
+        state = "running" if self.running() else f"exited with {self.popen.returncode}"
+        lines = self.log().splitlines()[-tail:]
+        return f"--- {self.name} (pid {self.pid}, {state}), log {self.log_path}:\n" + "\n".join(lines)
+
+
+def start_process(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO_ROOT,
+) -> ManagedProcess:
+    """Start `argv` with stdout and stderr appended to `log_path`.
+
+    `env` entries are added to (and override) this process's environment. The log is appended
+    to, not truncated, so a restarted process keeps the history of the previous run.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = log_path.open("ab")
+    popen = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    return ManagedProcess(name, popen, log_path, log_file)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv that runs `python -m module args` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float,
+    *,
+    interval: float = 0.1,
+    message: str | Callable[[], str] = "condition",
+) -> object:
+    """Poll `predicate` until it returns something truthy; raise WaitTimeout at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise WaitTimeout(f"timed out after {timeout:.1f}s waiting for {text}")
+        time.sleep(interval)
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """True when GET `url` answers 2xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def wait_for_http(url: str, process: ManagedProcess, timeout: float = 30.0) -> None:
+    """Wait until `url` answers 2xx; fail fast with the log if `process` exits first."""
+
+    def ready() -> bool:
+        if not process.running():
+            raise WaitTimeout(f"{process.name} exited before {url} was ready\n{process.describe()}")
+        return http_ok(url)
+
+    wait_until(ready, timeout, message=lambda: f"{url}\n{process.describe()}")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,179 @@
+"""Start the development sink and the real collector as local processes, on ports of our choice."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devstack.processes import (
+    REPO_ROOT,
+    ManagedProcess,
+    free_port,
+    python_module,
+    start_process,
+    wait_for_http,
+)
+from devstack.sink import DEV_PUBLIC_KEY, DEV_SECRET_KEY
+
+__all__ = [
+    "COLLECTOR_BINARY",
+    "COLLECTOR_CONFIG",
+    "CollectorHandle",
+    "SinkHandle",
+    "collector_env",
+    "start_collector",
+    "start_sink",
+]
+
+COLLECTOR_BINARY = REPO_ROOT / "bin" / "otelcol"
+COLLECTOR_CONFIG = REPO_ROOT / "otel-collector.yaml"
+
+
+@dataclass
+class SinkHandle:
+    """A running development sink: its URL, database, keys, and the inspection routes."""
+
+    process: ManagedProcess
+    url: str
+    db: Path
+    public_key: str
+    secret_key: str
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            return json.load(response)
+
+    def spans(self) -> list[dict[str, Any]]:
+        return list(self.get("/_dev/spans"))
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(self.get("/_dev/requests"))
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.get("/_dev/stats"))
+
+    def set_fault(self, status: int | None) -> None:
+        """Answer every export with `status` (503, 401, ...) until set_fault(None)."""
+        request = urllib.request.Request(
+            self.url + "/_dev/fault",
+            data=json.dumps({"status": status}).encode(),
+            headers={"content-type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_sink(
+    *,
+    db: Path,
+    log_path: Path,
+    port: int | None = None,
+    public_key: str = DEV_PUBLIC_KEY,
+    secret_key: str = DEV_SECRET_KEY,
+    timeout: float = 30.0,
+) -> SinkHandle:
+    """Start `python -m devstack.sink` and wait until it answers."""
+    port = port or free_port()
+    process = start_process(
+        "devsink",
+        python_module("devstack.sink", "--host", "127.0.0.1", "--port", str(port), "--db", str(db)),
+        log_path=log_path,
+        env={"DEVSINK_PUBLIC_KEY": public_key, "DEVSINK_SECRET_KEY": secret_key},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/_dev/health", process, timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return SinkHandle(process, url, db, public_key, secret_key)
+
+
+def collector_env(
+    *,
+    langfuse_host: str,
+    public_key: str,
+    secret_key: str,
+    queue_dir: Path,
+    **overrides: str,
+) -> dict[str, str]:
+    """Variables for otel-collector.yaml on free loopback ports; `overrides` win."""
+    env = {
+        "LANGFUSE_HOST": langfuse_host,
+        "LANGFUSE_PUBLIC_KEY": public_key,
+        "LANGFUSE_SECRET_KEY": secret_key,
+        "OTELCOL_BIND_HOST": "127.0.0.1",
+        "OTELCOL_OTLP_GRPC_PORT": str(free_port()),
+        "OTELCOL_OTLP_HTTP_PORT": str(free_port()),
+        "OTELCOL_HEALTH_PORT": str(free_port()),
+        "OTELCOL_METRICS_PORT": str(free_port()),
+        "OTELCOL_QUEUE_DIR": str(queue_dir),
+    }
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class CollectorHandle:
+    """A running bin/otelcol; `restart()` keeps its environment, ports and queue directory."""
+
+    process: ManagedProcess
+    env: dict[str, str]
+    binary: Path
+    config: Path
+
+    @property
+    def otlp_http_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['OTELCOL_OTLP_HTTP_PORT']}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['OTELCOL_HEALTH_PORT']}/"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.env['OTELCOL_METRICS_PORT']}/metrics"
+
+    def log(self) -> str:
+        return self.process.log()
+
+    def stop(self) -> int:
+        return self.process.stop(timeout=30)
+
+    def restart(self, timeout: float = 30.0) -> None:
+        self.stop()
+        self.process = _launch(self.binary, self.config, self.env, self.process.log_path, timeout)
+
+
+def start_collector(
+    *,
+    env: dict[str, str],
+    log_path: Path,
+    binary: Path = COLLECTOR_BINARY,
+    config: Path = COLLECTOR_CONFIG,
+    timeout: float = 30.0,
+) -> CollectorHandle:
+    """Start the real collector with the real config and wait for its health check."""
+    return CollectorHandle(_launch(binary, config, env, log_path, timeout), env, binary, config)
+
+
+def _launch(
+    binary: Path, config: Path, env: dict[str, str], log_path: Path, timeout: float
+) -> ManagedProcess:
+    process = start_process(
+        "otelcol", [str(binary), "--config", str(config)], log_path=log_path, env=env
+    )
+    health = f"http://127.0.0.1:{env['OTELCOL_HEALTH_PORT']}/"
+    try:
+        wait_for_http(health, process, timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return process
