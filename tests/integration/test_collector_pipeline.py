@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from devstack.processes import wait_until
+from devstack.report import sessions_report
 from devstack.stack import CollectorHandle, SinkHandle
 
 pytestmark = pytest.mark.integration
@@ -85,6 +86,9 @@ def test_spans_arrive_with_session_user_hex_ids_basic_auth_gzip_and_ingestion_ve
         sessions = {s["attributes"]["session.id"] for s in spans if s["trace_id"] == trace_id}
         assert len(sessions) == 1
     assert set(sink.stats()["requests"]) == {"200"}
+    report = sessions_report(sink.db)
+    assert [(s.traces, s.spans, s.users) for s in report.sessions] == [(1, 4, ("user-1",))] * 3
+    assert report.spans_without_session == 0
 
 
 def test_large_exports_are_split_into_requests_well_under_langfuse_5_mb(
