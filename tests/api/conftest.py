@@ -28,9 +28,17 @@ from api_support import SCHEDULER_TOKEN, Seed
 
 
 
+SERVICE_ENVIRONMENT = (
+    "OTEL_SDK_DISABLED", "SCHEDULER_API_TOKEN", "DATABASE_URL", "LLM_BASE_URL", "LLM_API_KEY",
+    "LLM_MODEL", "LLM_TIMEOUT_SECONDS", "DEPLOY_ENVIRONMENT", "SERVICE_NAME",
+)
+
+
 @pytest.fixture(autouse=True)
-def _tracing_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The developer's shell must not change what the tests see.
+    for name in SERVICE_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -122,8 +122,9 @@ def test_run_spans_follow_the_genai_conventions(
     llm = spans["chat offline-echo"].attributes or {}
     assert llm[GEN_AI_OPERATION_NAME] == "chat"
     assert llm[GEN_AI_REQUEST_MODEL] == llm[GEN_AI_RESPONSE_MODEL] == "offline-echo"
-    assert isinstance(llm[GEN_AI_USAGE_INPUT_TOKENS], int) and llm[GEN_AI_USAGE_INPUT_TOKENS] > 0
-    assert isinstance(llm[GEN_AI_USAGE_OUTPUT_TOKENS], int) and llm[GEN_AI_USAGE_OUTPUT_TOKENS] > 0
+    input_tokens, output_tokens = llm[GEN_AI_USAGE_INPUT_TOKENS], llm[GEN_AI_USAGE_OUTPUT_TOKENS]
+    assert isinstance(input_tokens, int) and input_tokens > 0
+    assert isinstance(output_tokens, int) and output_tokens > 0
     tool = spans["execute_tool message_stats"].attributes or {}
     assert tool[GEN_AI_OPERATION_NAME] == "execute_tool"
     assert tool[GEN_AI_TOOL_NAME] == "message_stats"

@@ -1,0 +1,64 @@
+"""Identity comes from credentials only: headers a client sends cannot change its spans'."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from api_support import Seed, chat_body, run_body, scheduler_headers, spans_of_trace, user_headers
+from telemetry import derive_schedule_session_id, derive_user_session_id
+from telemetry.attributes import SESSION_ID, USER_ID
+
+SPOOFING_HEADERS = {
+    "baggage": "session.id=x,user.id=y,langfuse.session.id=x",
+    # A valid parent from the client: the trace continues, the identity does not.
+    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+}
+
+
+def identities(exporter: InMemorySpanExporter, trace_id: str) -> set[tuple[object, object]]:
+    return {
+        (span.attributes.get(SESSION_ID), span.attributes.get(USER_ID))
+        for span in spans_of_trace(exporter, trace_id)
+        if span.attributes is not None
+    }
+
+
+def test_baggage_cannot_change_the_session_or_user_of_a_chat(
+    client: TestClient, seed: Seed, exporter: InMemorySpanExporter
+) -> None:
+    response = client.post("/api/v1/ai/chat", json=chat_body(stateKey="thread-1"),
+                           headers=user_headers(seed.alice_key, **SPOOFING_HEADERS))
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["traceId"] == "0af7651916cd43dd8448eb211c80319c"
+    assert body["sessionId"] == derive_user_session_id("acme", "thread-1")
+    assert identities(exporter, body["traceId"]) == {(body["sessionId"], "alice")}
+
+
+def test_baggage_cannot_change_the_session_or_user_of_a_governance_run(
+    client: TestClient, seed: Seed, exporter: InMemorySpanExporter
+) -> None:
+    response = client.post(
+        "/api/internal/graphs/builtin:governance-review/runs",
+        json=run_body(seed.acme_grant, scheduleId="governance:community"),
+        headers=scheduler_headers("k-baggage", **SPOOFING_HEADERS),
+    )
+
+    body = response.json()
+    assert body["sessionId"] == derive_schedule_session_id("acme", "governance:community")
+    assert identities(exporter, body["traceId"]) == {(body["sessionId"], "alice")}
+
+
+def test_a_refused_request_gets_no_session_from_baggage(
+    client: TestClient, exporter: InMemorySpanExporter
+) -> None:
+    response = client.post("/api/v1/ai/chat", json=chat_body(), headers=SPOOFING_HEADERS)
+
+    assert response.status_code == 401
+    spans = exporter.get_finished_spans()
+    assert spans, "the refused request is still traced"
+    for span in spans:
+        assert span.attributes is not None
+        assert SESSION_ID not in span.attributes and USER_ID not in span.attributes

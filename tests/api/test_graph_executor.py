@@ -1,0 +1,108 @@
+"""The graph executor: no bound caller, no run; with one, the GenAI span tree."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from service.graphs import Graph, GraphExecutor, GraphRunError, RunInput, default_registry
+from service.llm import ChatMessage, Completion, LLMError, OfflineProvider
+from telemetry import (
+    CallerContext,
+    ContextPropagatingExecutor,
+    MissingCallerError,
+    bind_caller,
+    derive_schedule_session_id,
+)
+from telemetry.attributes import SESSION_ID, USER_ID
+
+INPUT = RunInput(messages=(ChatMessage(role="user", content="review this"),))
+REVIEW = "builtin:governance-review"
+
+
+def caller(graph_id: str = REVIEW) -> CallerContext:
+    return CallerContext(
+        billing_account_id="acme", user_id="alice",
+        session_id=derive_schedule_session_id("acme", "governance:community"),
+        request_id="req-1", run_id="run-1", trigger="schedule", graph_id=graph_id,
+        schedule_id="governance:community",
+    )
+
+
+@pytest.fixture
+def executor(tracer_provider: TracerProvider) -> GraphExecutor:
+    return GraphExecutor(tracer=tracer_provider.get_tracer("test"), llm=OfflineProvider())
+
+
+def graph(graph_id: str = REVIEW) -> Graph:
+    found = default_registry().get(graph_id)
+    assert found is not None
+    return found
+
+
+def test_the_executor_refuses_to_start_a_run_without_a_bound_caller(
+    executor: GraphExecutor, exporter: InMemorySpanExporter
+) -> None:
+    with pytest.raises(MissingCallerError):
+        asyncio.run(executor.run(graph(), INPUT))
+
+    assert exporter.get_finished_spans() == ()
+
+
+def test_the_executor_refuses_a_caller_bound_for_another_graph(
+    executor: GraphExecutor, exporter: InMemorySpanExporter
+) -> None:
+    async def run() -> None:
+        with bind_caller(caller(graph_id="builtin:chat")):
+            await executor.run(graph(REVIEW), INPUT)
+
+    with pytest.raises(ValueError, match="builtin:chat"):
+        asyncio.run(run())
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_run_with_a_bound_caller_stamps_its_session_on_every_span_including_tool_threads(
+    executor: GraphExecutor, exporter: InMemorySpanExporter
+) -> None:
+    async def run() -> str:
+        # As in the service: the tools run in the loop's default executor.
+        asyncio.get_running_loop().set_default_executor(ContextPropagatingExecutor())
+        with bind_caller(caller()):
+            return (await executor.run(graph(), INPUT)).answer
+
+    answer = asyncio.run(run())
+
+    assert answer
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 8  # invoke_agent, 3 nodes, 2 tools, 2 chats
+    assert {(s.attributes or {}).get(SESSION_ID) for s in spans} == {caller().session_id}
+    assert {(s.attributes or {}).get(USER_ID) for s in spans} == {"alice"}
+    root = [s for s in spans if s.parent is None]
+    assert [s.name for s in root] == ["invoke_agent builtin:governance-review"]
+
+
+class FailingProvider(OfflineProvider):
+    async def complete(self, messages: Sequence[ChatMessage], *, model: str) -> Completion:
+        raise LLMError("upstream answered 503")
+
+
+def test_a_failing_llm_call_fails_the_run_and_marks_its_spans_as_errors(
+    tracer_provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    executor = GraphExecutor(tracer=tracer_provider.get_tracer("test"), llm=FailingProvider())
+
+    async def run() -> None:
+        with bind_caller(caller(graph_id="builtin:chat")):
+            await executor.run(graph("builtin:chat"), INPUT)
+
+    with pytest.raises(GraphRunError, match="upstream answered 503") as failure:
+        asyncio.run(run())
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert failure.value.trace_id is not None
+    assert not spans["invoke_agent builtin:chat"].status.is_ok
+    assert not spans["chat offline-echo"].status.is_ok
+    assert {(s.attributes or {}).get(SESSION_ID) for s in spans.values()} == {caller().session_id}
