@@ -18,6 +18,7 @@ from service.llm import LLMProvider
 from service.middleware import RequestIdMiddleware
 from service.routes import chat, health, runs
 from service.services import open_services
+from service.trace_boundary import make_trace_boundary
 from telemetry import ContextPropagatingExecutor, configure_tracing
 
 __all__ = ["create_app"]
@@ -84,6 +85,7 @@ def create_app(
         # caller is bound: they would be spans without a session.
         exclude_spans=["receive", "send"],
     )
+    make_trace_boundary(app)
     return app
 
 

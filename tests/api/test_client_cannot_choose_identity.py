@@ -9,10 +9,10 @@ from api_support import Seed, chat_body, run_body, scheduler_headers, spans_of_t
 from telemetry import derive_schedule_session_id, derive_user_session_id
 from telemetry.attributes import SESSION_ID, USER_ID
 
+CLIENT_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 SPOOFING_HEADERS = {
     "baggage": "session.id=x,user.id=y,langfuse.session.id=x",
-    # A valid parent from the client: the trace continues, the identity does not.
-    "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    "traceparent": f"00-{CLIENT_TRACE_ID}-b7ad6b7169203331-01",
 }
 
 
@@ -32,7 +32,6 @@ def test_baggage_cannot_change_the_session_or_user_of_a_chat(
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["traceId"] == "0af7651916cd43dd8448eb211c80319c"
     assert body["sessionId"] == derive_user_session_id("acme", "thread-1")
     assert identities(exporter, body["traceId"]) == {(body["sessionId"], "alice")}
 
@@ -62,3 +61,20 @@ def test_a_refused_request_gets_no_session_from_baggage(
     for span in spans:
         assert span.attributes is not None
         assert SESSION_ID not in span.attributes and USER_ID not in span.attributes
+
+
+def test_a_client_reusing_one_traceparent_for_two_conversations_gets_two_traces(
+    client: TestClient, seed: Seed, exporter: InMemorySpanExporter
+) -> None:
+    first, second = (
+        client.post("/api/v1/ai/chat", json=chat_body(stateKey=key),
+                    headers=user_headers(seed.alice_key, **SPOOFING_HEADERS)).json()
+        for key in ("thread-a", "thread-b")
+    )
+
+    assert first["sessionId"] != second["sessionId"]
+    assert CLIENT_TRACE_ID not in (first["traceId"], second["traceId"])
+    assert first["traceId"] != second["traceId"]
+    for run in (first, second):
+        assert identities(exporter, run["traceId"]) == {(run["sessionId"], "alice")}
+    assert spans_of_trace(exporter, CLIENT_TRACE_ID) == []
