@@ -73,7 +73,8 @@ class ManagedProcess:
         """A header and the last `tail` log lines, for failure messages."""
         state = "running" if self.running() else f"exited with {self.popen.returncode}"
         lines = self.log().splitlines()[-tail:]
-        return f"--- {self.name} (pid {self.pid}, {state}), log {self.log_path}:\n" + "\n".join(lines)
+        header = f"--- {self.name} (pid {self.pid}, {state}), log {self.log_path}:"
+        return "\n".join([header, *lines])
 
 
 def start_process(
@@ -130,7 +131,7 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
     """True when GET `url` answers 2xx."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return 200 <= response.status < 300
+            return bool(200 <= response.status < 300)
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
         return False
 

@@ -149,7 +149,9 @@ class SinkStore:
         spans, traces = self._db.execute(
             "SELECT COUNT(*), COUNT(DISTINCT trace_id) FROM spans"
         ).fetchone()
-        (max_body,) = self._db.execute("SELECT COALESCE(MAX(body_bytes), 0) FROM requests").fetchone()
+        (max_body,) = self._db.execute(
+            "SELECT COALESCE(MAX(body_bytes), 0) FROM requests"
+        ).fetchone()
         return {
             "requests": {str(row["status"]): row["n"] for row in by_status},
             "spans": spans,

@@ -1,4 +1,4 @@
-"""The real collector with the real otel-collector.yaml delivers to an endpoint with Langfuse's contract.
+"""The real collector, run from otel-collector.yaml, delivers under Langfuse's contract.
 
 SDK (OTLP/HTTP) -> bin/otelcol -> development sink, each a separate process on free ports.
 """
@@ -9,6 +9,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -58,7 +59,7 @@ def send_runs(
     return run_id, sent
 
 
-def received(sink: SinkHandle, run_id: str) -> list[dict[str, object]]:
+def received(sink: SinkHandle, run_id: str) -> list[dict[str, Any]]:
     return [span for span in sink.spans() if span["attributes"].get(RUN_ID) == run_id]
 
 
@@ -97,7 +98,7 @@ def test_large_exports_are_split_into_requests_well_under_langfuse_5_mb(
     # About 9 MB of incompressible attributes in one SDK export.
     run_id, sent = send_runs(collector, runs=1, spans_per_run=300, payload_bytes=30_000)
 
-    wait_until(lambda: len(received(sink, run_id)) >= len(sent), 60, message="300 spans at the sink")
+    wait_until(lambda: len(received(sink, run_id)) >= len(sent), 60, message="all 300 spans")
     assert {span["span_id"] for span in received(sink, run_id)} == sent
     accepted = [request for request in sink.requests() if request["status"] == 200]
     assert len(accepted) >= 3, "the collector should batch by bytes, not send one huge request"

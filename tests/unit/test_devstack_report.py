@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from devstack.report import format_sessions_table, summarize_sessions
 
 
 def test_sessions_come_from_span_attributes_in_langfuse_precedence_order() -> None:
-    spans = [
+    spans: list[tuple[str, dict[str, Any]]] = [
         ("t1", {"session.id": "ba:acme:s:1", "user.id": "u1", "gen_ai.usage.input_tokens": 10}),
         ("t1", {"session.id": "ba:acme:s:1", "user.id": "u1", "gen_ai.usage.output_tokens": 5}),
         ("t2", {"langfuse.session.id": "ba:acme:s:1", "session.id": "other", "user.id": "u2"}),

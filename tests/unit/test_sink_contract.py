@@ -47,9 +47,10 @@ def protobuf_export(session_id: str = "ba:acme:s:1") -> bytes:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("sink-test")
     with tracer.start_as_current_span("invoke_agent chat", attributes={"session.id": session_id}):
-        with tracer.start_as_current_span("chat model", attributes={"session.id": session_id}) as span:
+        with tracer.start_as_current_span("chat model") as span:
+            span.set_attribute("session.id", session_id)
             span.set_attribute("gen_ai.usage.input_tokens", 12)
-    return encode_spans(exporter.get_finished_spans()).SerializeToString()
+    return bytes(encode_spans(exporter.get_finished_spans()).SerializeToString())
 
 
 def json_export(*spans: dict[str, Any]) -> bytes:
@@ -129,7 +130,7 @@ def test_otlp_json_with_hex_ids_is_accepted(client: TestClient, store: SinkStore
     [
         None,
         "Basic " + base64.b64encode(b"pk-lf-test:wrong").decode(),
-        "Bearer " + base64.b64encode(f"{SETTINGS.public_key}:{SETTINGS.secret_key}".encode()).decode(),
+        AUTH.replace("Basic", "Bearer"),
         "Basic not-base64!",
     ],
 )
