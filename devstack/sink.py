@@ -99,8 +99,13 @@ def create_app(settings: SinkSettings, store: SinkStore) -> Starlette:
         return JSONResponse({})
 
     async def set_fault(request: Request) -> Response:
-        payload = await request.json()
-        status = payload.get("status") if isinstance(payload, dict) else None
+        try:
+            payload = await request.json()
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict) or "status" not in payload:
+            return JSONResponse({"error": 'expected {"status": <4xx/5xx or null>}'}, 400)
+        status = payload["status"]
         if status is not None and (not isinstance(status, int) or not 400 <= status <= 599):
             return JSONResponse({"error": "status must be an HTTP error code or null"}, 400)
         fault["status"] = status
