@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +88,10 @@ def test_spans_arrive_with_session_user_hex_ids_basic_auth_gzip_and_ingestion_ve
         sessions = {s["attributes"]["session.id"] for s in spans if s["trace_id"] == trace_id}
         assert len(sessions) == 1
     assert set(sink.stats()["requests"]) == {"200"}
+    # The collector's own metrics count what it sent.
+    with urllib.request.urlopen(collector.metrics_url, timeout=5) as response:
+        metrics = response.read().decode()
+    assert re.search(r'otelcol_exporter_sent_spans\S*\{[^}]*exporter="otlp_http/langfuse"', metrics)
     report = sessions_report(sink.db)
     assert [(s.traces, s.spans, s.users) for s in report.sessions] == [(1, 4, ("user-1",))] * 3
     assert report.spans_without_session == 0
