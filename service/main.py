@@ -26,6 +26,7 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 _UNTRACED_URLS = "healthz,readyz"
+_FLUSH_TIMEOUT_MS = 10_000
 
 
 def create_app(
@@ -92,7 +93,7 @@ def create_app(
 def _close_provider(provider: TracerProvider, *, shutdown: bool) -> None:
     # Telemetry never breaks the service, not even its exit.
     try:
-        provider.force_flush()
+        provider.force_flush(timeout_millis=_FLUSH_TIMEOUT_MS)
         if shutdown:
             provider.shutdown()
     except Exception:

@@ -8,7 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from service.callers import user_caller
-from service.deps import CurrentUserDep, ExecutorDep, RegistryDep, RequestIdDep, json_body
+from service.deps import (
+    CurrentUserDep,
+    ExecutorDep,
+    RegistryDep,
+    RequestIdDep,
+    json_body,
+    openapi_body,
+)
 from service.errors import ApiError
 from service.graphs import GraphRunError
 from service.schemas import ChatRequest, ChatResponse, MessageBody
@@ -21,7 +28,9 @@ router = APIRouter(tags=["chat"])
 ChatBodyDep = Annotated[ChatRequest, Depends(json_body(ChatRequest))]
 
 
-@router.post("/api/v1/ai/chat", response_model=ChatResponse)
+@router.post(
+    "/api/v1/ai/chat", response_model=ChatResponse, openapi_extra=openapi_body(ChatRequest)
+)
 async def chat(
     user: CurrentUserDep,
     body: ChatBodyDep,

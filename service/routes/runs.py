@@ -17,6 +17,7 @@ from service.deps import (
     RequestIdDep,
     SchedulerAuthDep,
     json_body,
+    openapi_body,
 )
 from service.errors import ApiError
 from service.graphs import GraphRunError
@@ -42,6 +43,7 @@ _DENIAL_MESSAGES = {
     "/api/internal/graphs/{graph_id}/runs",
     response_model=RunResponse,
     response_model_exclude_unset=True,
+    openapi_extra=openapi_body(RunRequest),
 )
 async def run_graph(
     graph_id: str,

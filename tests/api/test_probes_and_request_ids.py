@@ -53,3 +53,12 @@ def test_an_unknown_path_answers_the_json_error_shape(client: TestClient) -> Non
     response = client.get("/nope")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_openapi_documents_the_bodies_of_both_run_routes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+
+    chat = paths["/api/v1/ai/chat"]["post"]["requestBody"]["content"]["application/json"]
+    runs = paths["/api/internal/graphs/{graph_id}/runs"]["post"]["requestBody"]
+    assert "stateKey" in chat["schema"]["properties"]
+    assert "executionGrantId" in runs["content"]["application/json"]["schema"]["properties"]
