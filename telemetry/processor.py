@@ -8,6 +8,7 @@ import threading
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from telemetry.attributes import SESSION_ID
 from telemetry.context import caller_from_context
 
 __all__ = ["SessionSpanProcessor"]
@@ -22,7 +23,10 @@ class SessionSpanProcessor(SpanProcessor):
     back to the current context when that carries none (a span started with
     `context=extract(headers)` still belongs to the run that started it).
     Identity never comes from baggage or headers. A span with no caller gets
-    no invented session: it is counted, and a warning is logged once.
+    no invented session. Spans that *end* without a session are counted and a
+    warning is logged once: counting at the end, not the start, leaves out the
+    HTTP server span, which starts before the route binds the caller and is
+    stamped by `bind_caller` while still open.
 
     Args:
         strict: re-raise failures instead of logging them (for tests); in
@@ -36,7 +40,7 @@ class SessionSpanProcessor(SpanProcessor):
 
     @property
     def spans_without_caller(self) -> int:
-        """How many spans started with no caller bound (and so no session)."""
+        """How many spans ended with no session (no caller was ever bound to them)."""
         return self._without_caller
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -44,17 +48,17 @@ class SessionSpanProcessor(SpanProcessor):
             caller = caller_from_context(parent_context) if parent_context is not None else None
             if caller is None:
                 caller = caller_from_context()
-            if caller is None:
-                self._count_missing(span)
-                return
-            span.set_attributes(caller.span_attributes)
+            if caller is not None:
+                span.set_attributes(caller.span_attributes)
         except Exception:
             if self._strict:
                 raise
             logger.exception("SessionSpanProcessor failed on span %r", span.name)
 
     def on_end(self, span: ReadableSpan) -> None:
-        return None
+        attributes = span.attributes
+        if attributes is None or SESSION_ID not in attributes:
+            self._count_missing(span)
 
     def shutdown(self) -> None:
         return None
@@ -62,13 +66,13 @@ class SessionSpanProcessor(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
 
-    def _count_missing(self, span: Span) -> None:
+    def _count_missing(self, span: ReadableSpan) -> None:
         with self._lock:
             self._without_caller += 1
             first = self._without_caller == 1
         if first:
             logger.warning(
-                "span %r started with no caller bound: it has no session.id and will not "
+                "span %r ended with no caller bound: it has no session.id and will not "
                 "appear in Langfuse's Sessions view (further such spans are only counted)",
                 span.name,
             )

@@ -78,7 +78,7 @@ def test_span_without_caller_gets_no_invented_session_and_is_counted(
         assert SESSION_ID not in span.attributes
         assert USER_ID not in span.attributes
     assert session_processor.spans_without_caller == 2
-    warnings = [r for r in caplog.records if "no caller bound" in r.getMessage()]
+    warnings = [r for r in caplog.records if "ended with no caller bound" in r.getMessage()]
     assert len(warnings) == 1, "the missing-caller warning is logged once, then only counted"
 
 
@@ -180,3 +180,18 @@ def test_current_span_outside_any_provider_is_untouched(make_caller: MakeCaller)
     assert not trace.get_current_span().is_recording()
     with bind_caller(make_caller()) as bound:
         assert bound.user_id == "alice"
+
+
+def test_server_span_stamped_by_bind_caller_is_not_counted_as_missing(
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    session_processor: SessionSpanProcessor,
+    make_caller: MakeCaller,
+) -> None:
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("POST /api/v1/ai/chat"):
+        with bind_caller(make_caller()):
+            tracer.start_span("run").end()
+
+    assert len(exporter.get_finished_spans()) == 2
+    assert session_processor.spans_without_caller == 0
