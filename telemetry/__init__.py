@@ -27,10 +27,12 @@ from telemetry.session import (
     validate_session_id,
 )
 from telemetry.setup import configure_tracing
+from telemetry.trace_attributes import MAX_TRACE_NAME_LENGTH, trace_attributes
 
 __all__ = [
     "LLM_PAYLOAD_CAP",
     "MAX_SESSION_ID_LENGTH",
+    "MAX_TRACE_NAME_LENGTH",
     "REDACTED",
     "TOOL_PAYLOAD_CAP",
     "TRACE_PAYLOAD_CAP",
@@ -49,5 +51,6 @@ __all__ = [
     "encode_payload",
     "require_caller",
     "scrub",
+    "trace_attributes",
     "validate_session_id",
 ]

@@ -10,7 +10,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer, format_trace_id
 from service.graphs.model import Graph, RunInput, RunState
 from service.graphs.runtime import NodeRuntime
 from service.llm import LLMError, LLMProvider
-from telemetry import require_caller
+from telemetry import require_caller, trace_attributes
 from telemetry.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
 __all__ = ["GraphExecutor", "GraphRunError", "RunOutcome"]
@@ -63,7 +63,11 @@ class GraphExecutor:
         with self._tracer.start_as_current_span(
             f"invoke_agent {graph.id}",
             kind=SpanKind.INTERNAL,
-            attributes={GEN_AI_OPERATION_NAME: "invoke_agent", GEN_AI_AGENT_NAME: graph.id},
+            attributes={
+                GEN_AI_OPERATION_NAME: "invoke_agent",
+                GEN_AI_AGENT_NAME: graph.id,
+                **trace_attributes(caller),
+            },
         ) as run_span:
             trace_id = _trace_id(run_span)
             for node in graph.nodes:
