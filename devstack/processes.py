@@ -82,23 +82,33 @@ def start_process(
     argv: Sequence[str],
     *,
     log_path: Path,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     cwd: Path = REPO_ROOT,
+    own_process_group: bool = False,
 ) -> ManagedProcess:
     """Start `argv` with stdout and stderr appended to `log_path`.
 
-    `env` entries are added to (and override) this process's environment. The log is appended
-    to, not truncated, so a restarted process keeps the history of the previous run.
+    `env` entries are added to (and override) this process's environment; a None value removes
+    the variable. The log is appended to, not truncated, so a restarted process keeps the
+    history of the previous run. With `own_process_group`, a Ctrl-C in the terminal reaches only
+    the parent, which then stops its children in the order it chooses.
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = log_path.open("ab")
+    child_env = {**os.environ}
+    for key, value in (env or {}).items():
+        if value is None:
+            child_env.pop(key, None)
+        else:
+            child_env[key] = value
     popen = subprocess.Popen(
         list(argv),
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env=child_env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        process_group=0 if own_process_group else None,
     )
     return ManagedProcess(name, popen, log_path, log_file)
 

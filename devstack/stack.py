@@ -1,10 +1,10 @@
-"""Start the development sink and the real collector as local processes, on ports of our choice."""
+"""Start the development sink, the real collector and the service as local processes."""
 
 from __future__ import annotations
 
 import json
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,12 @@ __all__ = [
     "COLLECTOR_BINARY",
     "COLLECTOR_CONFIG",
     "CollectorHandle",
+    "ServiceHandle",
     "SinkHandle",
     "collector_env",
+    "service_env",
     "start_collector",
+    "start_service",
     "start_sink",
 ]
 
@@ -78,6 +81,7 @@ def start_sink(
     public_key: str = DEV_PUBLIC_KEY,
     secret_key: str = DEV_SECRET_KEY,
     timeout: float = 30.0,
+    own_process_group: bool = False,
 ) -> SinkHandle:
     """Start `python -m devstack.sink` and wait until it answers."""
     port = port or free_port()
@@ -86,6 +90,7 @@ def start_sink(
         python_module("devstack.sink", "--host", "127.0.0.1", "--port", str(port), "--db", str(db)),
         log_path=log_path,
         env={"DEVSINK_PUBLIC_KEY": public_key, "DEVSINK_SECRET_KEY": secret_key},
+        own_process_group=own_process_group,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -128,10 +133,15 @@ class CollectorHandle:
     env: dict[str, str]
     binary: Path
     config: Path
+    own_process_group: bool = False
 
     @property
     def otlp_http_url(self) -> str:
         return f"http://127.0.0.1:{self.env['OTELCOL_OTLP_HTTP_PORT']}"
+
+    @property
+    def otlp_grpc_address(self) -> str:
+        return f"127.0.0.1:{self.env['OTELCOL_OTLP_GRPC_PORT']}"
 
     @property
     def health_url(self) -> str:
@@ -149,7 +159,10 @@ class CollectorHandle:
 
     def restart(self, timeout: float = 30.0) -> None:
         self.stop()
-        self.process = _launch(self.binary, self.config, self.env, self.process.log_path, timeout)
+        self.process = _launch(
+            self.binary, self.config, self.env, self.process.log_path, timeout,
+            own_process_group=self.own_process_group,
+        )
 
 
 def start_collector(
@@ -159,16 +172,30 @@ def start_collector(
     binary: Path = COLLECTOR_BINARY,
     config: Path = COLLECTOR_CONFIG,
     timeout: float = 30.0,
+    own_process_group: bool = False,
 ) -> CollectorHandle:
     """Start the real collector with the real config and wait for its health check."""
-    return CollectorHandle(_launch(binary, config, env, log_path, timeout), env, binary, config)
+    process = _launch(
+        binary, config, env, log_path, timeout, own_process_group=own_process_group
+    )
+    return CollectorHandle(process, env, binary, config, own_process_group)
 
 
 def _launch(
-    binary: Path, config: Path, env: dict[str, str], log_path: Path, timeout: float
+    binary: Path,
+    config: Path,
+    env: dict[str, str],
+    log_path: Path,
+    timeout: float,
+    *,
+    own_process_group: bool,
 ) -> ManagedProcess:
     process = start_process(
-        "otelcol", [str(binary), "--config", str(config)], log_path=log_path, env=env
+        "otelcol",
+        [str(binary), "--config", str(config)],
+        log_path=log_path,
+        env=env,
+        own_process_group=own_process_group,
     )
     health = f"http://127.0.0.1:{env['OTELCOL_HEALTH_PORT']}/"
     try:
@@ -177,3 +204,85 @@ def _launch(
         process.stop()
         raise
     return process
+
+
+# Variables of the parent shell that would send the service's spans elsewhere, or nowhere.
+_SERVICE_ENV_CLEARED = (
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+)
+
+
+def service_env(
+    *,
+    database_url: str,
+    scheduler_token: str,
+    otlp_endpoint: str,
+    **overrides: str,
+) -> dict[str, str | None]:
+    """Variables for `python -m service serve`: its database, token and collector; `overrides` win.
+
+    The spans go to `otlp_endpoint` through the standard OTEL_EXPORTER_OTLP_ENDPOINT, as in
+    docker-compose.yml; the batch processor exports every 200 ms so runs show up quickly.
+    """
+    env: dict[str, str | None] = dict.fromkeys(_SERVICE_ENV_CLEARED)
+    env |= {
+        "DATABASE_URL": database_url,
+        "SCHEDULER_API_TOKEN": scheduler_token,
+        "DEPLOY_ENVIRONMENT": "development",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    env |= overrides
+    return env
+
+
+@dataclass
+class ServiceHandle:
+    """A running `python -m service serve` and the HTTP client to call it."""
+
+    process: ManagedProcess
+    url: str
+    env: dict[str, str | None] = field(repr=False)
+
+    @property
+    def scheduler_token(self) -> str:
+        return self.env["SCHEDULER_API_TOKEN"] or ""
+
+    @property
+    def database_url(self) -> str:
+        return self.env["DATABASE_URL"] or ""
+
+    def log(self) -> str:
+        return self.process.log()
+
+    def stop(self) -> int:
+        # The service flushes its spans on exit (bounded at 10 s) before it ends.
+        return self.process.stop(timeout=30)
+
+
+def start_service(
+    *,
+    env: dict[str, str | None],
+    log_path: Path,
+    port: int | None = None,
+    timeout: float = 60.0,
+    own_process_group: bool = False,
+) -> ServiceHandle:
+    """Start the service on 127.0.0.1 and wait until /readyz answers."""
+    port = port or free_port()
+    process = start_process(
+        "service",
+        python_module("service", "serve", "--host", "127.0.0.1", "--port", str(port)),
+        log_path=log_path,
+        env=env,
+        own_process_group=own_process_group,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/readyz", process, timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return ServiceHandle(process, url, env)
