@@ -1,8 +1,9 @@
-"""Real processes for integration tests: the collector binary, the development sink, the collector.
+"""Real processes for integration tests: the collector binary, the development sink, the collector,
+the service.
 
-Each test gets its own sink (fresh SQLite file) and its own collector (fresh queue directory), on
-free loopback ports, started from the real `otel-collector.yaml`. On failure the process logs are
-printed by `describe_on_failure`.
+Each test gets its own sink (fresh SQLite file), its own collector (fresh queue directory) and its
+own service (fresh database), on free loopback ports, the collector started from the real
+`otel-collector.yaml`. On failure the process logs are printed by `describe_on_failure`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from devstack.demo import DemoAccount, provision_demo
 from devstack.processes import REPO_ROOT
 from devstack.stack import (
     COLLECTOR_BINARY,
     CollectorHandle,
+    ServiceHandle,
     SinkHandle,
     collector_env,
+    service_env,
     start_collector,
+    start_service,
     start_sink,
 )
 
@@ -32,7 +37,10 @@ FAST_RETRY = {
 # Over 76 characters once base64-encoded with the public key: catches line-wrapped encodings.
 SECRET_KEY = "sk-lf-integration-" + "0123456789abcdef" * 4
 
+SCHEDULER_TOKEN = "integration-scheduler-token-0123456789"
+
 CollectorFactory = Callable[..., CollectorHandle]
+ServiceFactory = Callable[..., ServiceHandle]
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +96,47 @@ def collector(collector_factory: CollectorFactory) -> CollectorHandle:
     return collector_factory()
 
 
+@pytest.fixture
+def service_database_url(tmp_path: Path) -> str:
+    """The service's SQLite database, fresh for each test."""
+    return f"sqlite:///{tmp_path / 'service.db'}"
+
+
+@pytest.fixture
+def demo_account(service_database_url: str) -> DemoAccount:
+    """A billing account, user and governance grant, created with the service's CLI."""
+    return provision_demo(service_database_url)
+
+
+@pytest.fixture
+def service_factory(service_database_url: str, tmp_path: Path) -> Iterator[ServiceFactory]:
+    """Starts `python -m service serve` exporting to `otlp_endpoint`; keywords override env."""
+    started: list[ServiceHandle] = []
+
+    def start(*, otlp_endpoint: str, **overrides: str) -> ServiceHandle:
+        env = service_env(
+            database_url=service_database_url,
+            scheduler_token=SCHEDULER_TOKEN,
+            otlp_endpoint=otlp_endpoint,
+            # The offline LLM provider, whatever the developer's shell or .env configures.
+            LLM_BASE_URL="",
+            **overrides,
+        )
+        handle = start_service(env=env, log_path=tmp_path / f"service-{len(started)}.log")
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+@pytest.fixture
+def service(service_factory: ServiceFactory, collector: CollectorHandle) -> ServiceHandle:
+    """The real service exporting over OTLP/HTTP to the real collector."""
+    return service_factory(otlp_endpoint=collector.otlp_http_url)
+
+
 @pytest.fixture(autouse=True)
 def describe_on_failure(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -96,8 +145,9 @@ def describe_on_failure(
     yield
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
-        for log in sorted(tmp_path.glob("*.log")):
-            print(f"\n--- {log.name} ---\n{log.read_text(errors='replace')[-20_000:]}")
+        for log in sorted(tmp_path.rglob("*.log")):
+            text = log.read_text(errors="replace")[-20_000:]
+            print(f"\n--- {log.relative_to(tmp_path)} ---\n{text}")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import urllib.request
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from devstack.processes import wait_until
 from devstack.report import sessions_report
-from devstack.stack import CollectorHandle, SinkHandle
+from devstack.stack import COLLECTOR_CONFIG, CollectorHandle, SinkHandle
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +164,24 @@ def test_wrong_keys_get_401_which_the_collector_logs_as_dropped_data(
     assert [(r["status"], r["auth_ok"]) for r in sink.requests()] == [(401, False)]
     assert received(sink, run_id) == []
     assert collector.process.running(), "a rejected export must not stop the collector"
+
+
+def test_the_production_config_validates_with_its_variables_set(
+    collector_binary: Path, tmp_path: Path
+) -> None:
+    env = os.environ | {
+        "LANGFUSE_HOST": "https://cloud.langfuse.com",
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-validate",
+        "LANGFUSE_SECRET_KEY": "sk-lf-validate",
+        "OTELCOL_QUEUE_DIR": str(tmp_path / "queue"),
+    }
+
+    def validate(*extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(collector_binary), "validate", "--config", str(COLLECTOR_CONFIG), *extra]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    valid = validate()
+    assert valid.returncode == 0, valid.stdout + valid.stderr
+    # The same check rejects a misspelt key, so a passing validate means something.
+    misspelt = validate("--config", "yaml:exporters::otlp_http/langfuse::compresion: gzip")
+    assert misspelt.returncode != 0 and "compresion" in misspelt.stderr
