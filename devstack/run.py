@@ -87,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\ndevstack.run: FAILED: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
+        # A second Ctrl-C must not cut the ordered stop short and leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         state.stop_all(_say)
     return code
 
