@@ -24,5 +24,21 @@ run: install
 test: install
 	$(PY) -m pytest
 
+# Benchmarks run in their own venv: the packages they compare against are never the service's.
+BENCH_VENV := .venv-bench
+BENCH_PY   := $(BENCH_VENV)/bin/python
+BENCH_ARGS ?=
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_PY) bench/processor_overhead.py $(BENCH_ARGS)
+
+$(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	echo '*' > $(BENCH_VENV)/.gitignore
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q -e . -r bench/requirements.txt
+	$(BENCH_PY) -m pip check
+	touch $@
+
 clean:
 	rm -rf $(VENV) bin build var
