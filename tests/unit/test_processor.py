@@ -5,7 +5,8 @@ import pytest
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry.propagate import extract
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from telemetry import CallerContext, SessionSpanProcessor, bind_caller, derive_user_session_id
@@ -112,7 +113,7 @@ def test_processor_failure_is_swallowed_outside_strict_mode(
     class BrokenSpan:
         name = "broken"
 
-        def set_attributes(self, _: object) -> None:
+        def set_attribute(self, *_: object) -> None:
             raise RuntimeError("boom")
 
     caller = make_caller()
@@ -195,3 +196,42 @@ def test_server_span_stamped_by_bind_caller_is_not_counted_as_missing(
 
     assert len(exporter.get_finished_spans()) == 2
     assert session_processor.spans_without_caller == 0
+
+
+def test_fast_path_stamps_without_the_per_attribute_api(
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    make_caller: MakeCaller,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The pinned SDK must take the measured fast path (bench/processor_overhead.py);
+    # if an SDK upgrade changes its internals, this fails and says so.
+    def refuse(*_: object) -> None:
+        raise AssertionError("the fast path fell back to Span.set_attribute")
+
+    monkeypatch.setattr(Span, "set_attribute", refuse)
+    caller = make_caller()
+    with bind_caller(caller):
+        provider.get_tracer("t").start_span("fast", attributes={"k": "v"}).end()
+
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {}) == {
+        "k": "v", SESSION_ID: caller.session_id, USER_ID: caller.user_id
+    }
+
+
+def test_sdk_attribute_limits_still_apply_to_the_stamped_attributes(
+    exporter: InMemorySpanExporter,
+    make_caller: MakeCaller,
+) -> None:
+    limited = TracerProvider(span_limits=SpanLimits(max_span_attributes=2, max_attribute_length=5))
+    limited.add_span_processor(SessionSpanProcessor(strict=True))
+    limited.add_span_processor(SimpleSpanProcessor(exporter))
+    caller = make_caller(user_id="a-very-long-user-id")
+    with bind_caller(caller):
+        limited.get_tracer("t").start_span("limited", attributes={"k": "v"}).end()
+
+    (span,) = exporter.get_finished_spans()
+    # The SDK's own rules: oldest attribute dropped past the count, values truncated.
+    assert dict(span.attributes or {}) == {SESSION_ID: caller.session_id[:5], USER_ID: "a-ver"}
+    assert span.dropped_attributes == 1
