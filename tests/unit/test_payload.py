@@ -1,5 +1,6 @@
 import hashlib
 import json
+import time
 
 import pytest
 
@@ -87,3 +88,11 @@ def test_masked_content_keeps_only_hash_and_size() -> None:
 def test_nonpositive_cap_is_refused() -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         encode_payload("x", max_bytes=0)
+
+
+def test_scrubbing_a_long_unbroken_string_takes_linear_time() -> None:
+    # A 32 KB token with no "@" once cost seconds in the e-mail pattern, on the request path.
+    started = time.perf_counter()
+    scrubbed = scrub("x" * 32_000 + " reach me at jane@example.com")
+    assert time.perf_counter() - started < 0.5
+    assert scrubbed.endswith("reach me at [EMAIL]")
