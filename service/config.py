@@ -2,18 +2,51 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEVELOPMENT", "Settings", "get_settings", "sqlite_path"]
+__all__ = [
+    "DEVELOPMENT",
+    "ModelPrice",
+    "Settings",
+    "get_settings",
+    "parse_llm_prices",
+    "sqlite_path",
+]
 
 DEVELOPMENT = "development"
 _SQLITE_PREFIX = "sqlite:///"
+
+
+class ModelPrice(BaseModel):
+    """What a model costs per 1,000 tokens, in one currency of the operator's choice."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_1k: float = Field(ge=0, allow_inf_nan=False)
+    output_per_1k: float = Field(ge=0, allow_inf_nan=False)
+
+    def cost(self, *, input_tokens: int, output_tokens: int) -> float:
+        """The total cost of one call."""
+        return (input_tokens * self.input_per_1k + output_tokens * self.output_per_1k) / 1000
+
+
+_PRICE_TABLE = TypeAdapter(dict[str, ModelPrice])
 
 
 class Settings(BaseSettings):
@@ -42,6 +75,13 @@ class Settings(BaseSettings):
         default=DEVELOPMENT, description="deployment.environment.name of the spans."
     )
     service_name: str = Field(default="sessiontrace", min_length=1)
+    llm_prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(
+        default_factory=dict,
+        description=(
+            'Per-model prices as JSON, e.g. {"gpt-4o-mini": {"input_per_1k": 0.00015, '
+            '"output_per_1k": 0.0006}}; LLM spans of a listed model get gen_ai.usage.cost.'
+        ),
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -58,6 +98,11 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"LLM_BASE_URL must be an http(s) URL, got {value!r}")
         return value.strip().rstrip("/")
+
+    @field_validator("llm_prices", mode="before")
+    @classmethod
+    def _parse_llm_prices(cls, value: object) -> dict[str, ModelPrice]:
+        return parse_llm_prices(value)
 
     @model_validator(mode="after")
     def _check_consistency(self) -> Self:
@@ -80,6 +125,32 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process's settings, read once; tests override with app.dependency_overrides."""
     return Settings()
+
+
+def parse_llm_prices(value: object) -> dict[str, ModelPrice]:
+    """The LLM_PRICES table from JSON text or a mapping; ValueError naming LLM_PRICES."""
+    if isinstance(value, str):
+        if not value.strip():
+            return {}
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"LLM_PRICES must be a JSON object, got {value!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError(
+            'LLM_PRICES must map model names to {"input_per_1k": ..., "output_per_1k": ...}, '
+            f"got {value!r}"
+        )
+    if any(not isinstance(model, str) or not model.strip() for model in value):
+        raise ValueError(f"LLM_PRICES model names must be non-empty, got {list(value)!r}")
+    try:
+        return _PRICE_TABLE.validate_python(value)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_input=False)
+        )
+        raise ValueError(f"LLM_PRICES is invalid: {problems}") from None
 
 
 def sqlite_path(database_url: str) -> Path:
