@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-__all__ = ["ChatMessage", "Completion", "LLMError", "LLMProvider", "Role"]
+__all__ = ["ChatMessage", "ChunkSink", "Completion", "LLMError", "LLMProvider", "Role"]
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+ChunkSink = Callable[[str], Awaitable[None]]
+"""Receives each piece of an answer's text as it arrives."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,4 +51,14 @@ class LLMProvider(Protocol):
 
     async def complete(self, messages: Sequence[ChatMessage], *, model: str) -> Completion:
         """Answer `messages` with `model`; raises LLMError on failure."""
+        ...
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, model: str, on_chunk: ChunkSink
+    ) -> Completion:
+        """Answer as `complete` does, handing each piece of text to `on_chunk` on arrival.
+
+        The returned completion holds the whole text and the usage. What
+        `on_chunk` raises propagates unchanged; provider failures are LLMError.
+        """
         ...

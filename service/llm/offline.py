@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
-from service.llm.base import ChatMessage, Completion
+from service.llm.base import ChatMessage, ChunkSink, Completion
 
 __all__ = ["OfflineProvider"]
 
 _PER_MESSAGE_OVERHEAD = 4
 _ECHO_CHARS = 160
+_WORD_WITH_SPACE = re.compile(r"\S+\s*|\s+")
 
 
 class OfflineProvider:
@@ -40,6 +42,15 @@ class OfflineProvider:
             input_tokens=sum(_count_tokens(m.content) + _PER_MESSAGE_OVERHEAD for m in messages),
             output_tokens=_count_tokens(content),
         )
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, model: str, on_chunk: ChunkSink
+    ) -> Completion:
+        """The answer of `complete`, handed over one word (with its trailing space) at a time."""
+        completion = await self.complete(messages, model=model)
+        for piece in _WORD_WITH_SPACE.findall(completion.content):
+            await on_chunk(piece)
+        return completion
 
 
 def _count_tokens(text: str) -> int:
