@@ -38,5 +38,10 @@ async def open_services(
         yield Services(
             database=database,
             registry=default_registry(),
-            executor=GraphExecutor(tracer=tracer, llm=llm or build_provider(settings, client)),
+            executor=GraphExecutor(
+                tracer=tracer,
+                llm=llm or build_provider(settings, client),
+                environment=settings.deploy_environment,
+                prices=settings.llm_prices,
+            ),
         )

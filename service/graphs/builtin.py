@@ -13,7 +13,7 @@ __all__ = ["CHAT", "GOVERNANCE_REVIEW", "BUILTIN_GRAPHS"]
 
 
 async def _respond(state: RunState, runtime: NodeRuntime) -> None:
-    completion = await runtime.chat(state.input.messages, model=state.model)
+    completion = await runtime.chat(state.input.messages, model=state.model, is_answer=True)
     state.answer = completion.content
 
 
@@ -44,7 +44,7 @@ async def _summarize(state: RunState, runtime: NodeRuntime) -> None:
         ChatMessage(role="system", content="Summarize this governance assessment in two lines."),
         ChatMessage(role="user", content=str(state.notes["assessment"])),
     )
-    completion = await runtime.chat(messages, model=state.model)
+    completion = await runtime.chat(messages, model=state.model, is_answer=True)
     state.answer = completion.content
 
 

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry.trace import Span, SpanKind, Tracer, format_trace_id
 
+from service.config import ModelPrice
 from service.graphs.model import Graph, RunInput, RunState
+from service.graphs.outcome import (
+    MANUAL_OUTCOME,
+    RUN_OUTCOME,
+    Outcome,
+    mark_aborted,
+    mark_error,
+    recording_outcome,
+)
+from service.graphs.payloads import PayloadRecorder
 from service.graphs.runtime import NodeRuntime
-from service.llm import LLMError, LLMProvider
+from service.llm import ChunkSink, LLMError, LLMProvider
 from telemetry import require_caller, trace_attributes
 from telemetry.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
@@ -34,31 +46,66 @@ class GraphRunError(Exception):
         self.trace_id = trace_id
 
 
-class GraphExecutor:
-    """Executes graphs; refuses to start a run unless a caller with a session is bound."""
+class _NoAnswerError(Exception):
+    """Every node ran but none set the answer."""
 
-    def __init__(self, *, tracer: Tracer, llm: LLMProvider) -> None:
+
+class GraphExecutor:
+    """Executes graphs; refuses to start a run unless a caller with a session is bound.
+
+    Args:
+        environment: the deployment environment, a tag of every trace.
+        prices: per-model prices; LLM spans of a listed model get `gen_ai.usage.cost`.
+        masks_content: whether a billing account's runs record payload hashes
+            only (a blocking store lookup, run in a thread). None: no account does.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer: Tracer,
+        llm: LLMProvider,
+        environment: str | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
+        masks_content: Callable[[str], bool] | None = None,
+    ) -> None:
         self._tracer = tracer
         self._llm = llm
-        self._runtime = NodeRuntime(tracer=tracer, llm=llm)
+        self._prices = dict(prices or {})
+        self._masks_content = masks_content
+        # Low-cardinality trace tags besides the caller's trigger and graph id.
+        self._tags = tuple(tag for tag in (llm.name, environment) if tag)
 
     @property
     def llm(self) -> LLMProvider:
         """The provider the runs call."""
         return self._llm
 
-    async def run(self, graph: Graph, run_input: RunInput) -> RunOutcome:
+    async def run(
+        self, graph: Graph, run_input: RunInput, *, on_chunk: ChunkSink | None = None
+    ) -> RunOutcome:
         """Run `graph` for the bound caller.
 
         Raises MissingCallerError before any span starts when no caller is
         bound: a run without a session (the original bug of scheduled runs)
-        cannot happen. Raises GraphRunError when a node fails.
+        cannot happen. Raises GraphRunError when a node fails. With
+        `on_chunk`, the answer's text is handed to it as the LLM produces it.
+
+        The run span records exactly one `sessiontrace.run.outcome`: success,
+        error (a node failed) or aborted (the run was cancelled, e.g. its
+        client went away); it ends in every case.
         """
         caller = require_caller()
         if caller.graph_id != graph.id:
             raise ValueError(
                 f"the bound caller is for graph {caller.graph_id!r}, not {graph.id!r}"
             )
+        mask_content = await self._mask_content(caller.billing_account_id)
+        payloads = PayloadRecorder(mask_content=mask_content)
+        runtime = NodeRuntime(
+            tracer=self._tracer, llm=self._llm, payloads=payloads, prices=self._prices,
+            on_chunk=on_chunk,
+        )
         state = RunState(input=run_input, model=run_input.model or self._llm.default_model)
         with self._tracer.start_as_current_span(
             f"invoke_agent {graph.id}",
@@ -66,26 +113,50 @@ class GraphExecutor:
             attributes={
                 GEN_AI_OPERATION_NAME: "invoke_agent",
                 GEN_AI_AGENT_NAME: graph.id,
-                **trace_attributes(caller),
+                **trace_attributes(caller, extra_tags=self._tags),
+                **payloads.run_input(run_input.messages),
             },
+            **MANUAL_OUTCOME,
         ) as run_span:
             trace_id = _trace_id(run_span)
-            for node in graph.nodes:
-                with self._tracer.start_as_current_span(f"node {node.name}"):
-                    try:
-                        await node.run(state, self._runtime)
-                    except LLMError as exc:
-                        raise GraphRunError(
-                            f"node {node.name!r} failed: {exc}", trace_id=trace_id
-                        ) from exc
-                    except Exception as exc:
-                        logger.exception("graph %s: node %s failed", graph.id, node.name)
-                        raise GraphRunError(
-                            f"node {node.name!r} failed ({type(exc).__name__})", trace_id=trace_id
-                        ) from exc
-        if state.answer is None:
-            raise GraphRunError(f"graph {graph.id!r} produced no answer", trace_id=trace_id)
+            node_name: str | None = None
+            try:
+                for node in graph.nodes:
+                    node_name = node.name
+                    with self._tracer.start_as_current_span(
+                        f"node {node.name}", **MANUAL_OUTCOME
+                    ) as node_span, recording_outcome(node_span, mask_content=mask_content):
+                        await node.run(state, runtime)
+                node_name = None
+                if state.answer is None:
+                    raise _NoAnswerError(f"graph {graph.id!r} produced no answer")
+            except Exception as exc:
+                mark_error(run_span, exc, mask_content=mask_content)
+                run_span.set_attribute(RUN_OUTCOME, Outcome.ERROR.value)
+                raise _run_error(graph, node_name, exc, trace_id) from exc
+            except BaseException:
+                mark_aborted(run_span)
+                run_span.set_attribute(RUN_OUTCOME, Outcome.ABORTED.value)
+                raise
+            run_span.set_attributes(payloads.run_output(state.answer))
+            run_span.set_attribute(RUN_OUTCOME, Outcome.SUCCESS.value)
         return RunOutcome(answer=state.answer, trace_id=trace_id)
+
+    async def _mask_content(self, billing_account_id: str) -> bool:
+        if self._masks_content is None:
+            return False
+        return await asyncio.to_thread(self._masks_content, billing_account_id)
+
+
+def _run_error(
+    graph: Graph, node_name: str | None, exc: Exception, trace_id: str | None
+) -> GraphRunError:
+    if node_name is None:
+        return GraphRunError(str(exc), trace_id=trace_id)
+    if isinstance(exc, LLMError):
+        return GraphRunError(f"node {node_name!r} failed: {exc}", trace_id=trace_id)
+    logger.exception("graph %s: node %s failed", graph.id, node_name)
+    return GraphRunError(f"node {node_name!r} failed ({type(exc).__name__})", trace_id=trace_id)
 
 
 def _trace_id(span: Span) -> str | None:

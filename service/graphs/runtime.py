@@ -7,15 +7,19 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 
-from service.llm import ChatMessage, Completion, LLMProvider
+from service.config import ModelPrice
+from service.graphs.outcome import MANUAL_OUTCOME, recording_outcome
+from service.graphs.payloads import PayloadRecorder
+from service.llm import ChatMessage, ChunkSink, Completion, LLMProvider
 from telemetry.attributes import (
     GEN_AI_OPERATION_NAME,
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_TOOL_NAME,
+    GEN_AI_USAGE_COST,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
 )
@@ -26,14 +30,35 @@ _T = TypeVar("_T")
 
 
 class NodeRuntime:
-    """The LLM and tool calls available to a graph's nodes during one run."""
+    """The LLM and tool calls available to a graph's nodes during one run.
 
-    def __init__(self, *, tracer: Tracer, llm: LLMProvider) -> None:
+    One per run: it holds the run's payload policy (hashes only for accounts
+    that mask content) and, when the run streams, where the answer's text goes.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer: Tracer,
+        llm: LLMProvider,
+        payloads: PayloadRecorder | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
+        on_chunk: ChunkSink | None = None,
+    ) -> None:
         self._tracer = tracer
         self._llm = llm
+        self._payloads = payloads or PayloadRecorder(mask_content=False)
+        self._prices = prices or {}
+        self._on_chunk = on_chunk
 
-    async def chat(self, messages: Sequence[ChatMessage], *, model: str) -> Completion:
-        """One LLM call, as a `chat {model}` span with usage (a Langfuse generation)."""
+    async def chat(
+        self, messages: Sequence[ChatMessage], *, model: str, is_answer: bool = False
+    ) -> Completion:
+        """One LLM call, as a `chat {model}` span with messages and usage (a Langfuse generation).
+
+        With `is_answer`, the call's text is the run's answer: when the run
+        streams, it is streamed to the client as it arrives.
+        """
         with self._tracer.start_as_current_span(
             f"chat {model}",
             kind=SpanKind.CLIENT,
@@ -41,15 +66,33 @@ class NodeRuntime:
                 GEN_AI_OPERATION_NAME: "chat",
                 GEN_AI_PROVIDER_NAME: self._llm.name,
                 GEN_AI_REQUEST_MODEL: model,
+                **self._payloads.llm_input(messages),
             },
-        ) as span:
-            completion = await self._llm.complete(messages, model=model)
-            span.set_attribute(GEN_AI_RESPONSE_MODEL, completion.model)
-            if completion.input_tokens is not None:
-                span.set_attribute(GEN_AI_USAGE_INPUT_TOKENS, completion.input_tokens)
-            if completion.output_tokens is not None:
-                span.set_attribute(GEN_AI_USAGE_OUTPUT_TOKENS, completion.output_tokens)
+            **MANUAL_OUTCOME,
+        ) as span, recording_outcome(span, mask_content=self._payloads.mask_content):
+            if is_answer and self._on_chunk is not None:
+                completion = await self._llm.stream(messages, model=model, on_chunk=self._on_chunk)
+            else:
+                completion = await self._llm.complete(messages, model=model)
+            span.set_attributes(self._payloads.llm_output(completion))
+            self._record_usage(span, requested_model=model, completion=completion)
             return completion
+
+    def _record_usage(self, span: Span, *, requested_model: str, completion: Completion) -> None:
+        span.set_attribute(GEN_AI_RESPONSE_MODEL, completion.model)
+        if completion.input_tokens is not None:
+            span.set_attribute(GEN_AI_USAGE_INPUT_TOKENS, completion.input_tokens)
+        if completion.output_tokens is not None:
+            span.set_attribute(GEN_AI_USAGE_OUTPUT_TOKENS, completion.output_tokens)
+        # A dated response model ("gpt-4o-2024-08-06") falls back to the requested name.
+        price = self._prices.get(completion.model) or self._prices.get(requested_model)
+        if price is not None and completion.input_tokens is not None and (
+            completion.output_tokens is not None
+        ):
+            cost = price.cost(
+                input_tokens=completion.input_tokens, output_tokens=completion.output_tokens
+            )
+            span.set_attribute(GEN_AI_USAGE_COST, cost)
 
     async def tool(
         self, name: str, function: Callable[[Mapping[str, Any]], _T], arguments: Mapping[str, Any]
@@ -62,7 +105,14 @@ class NodeRuntime:
         with self._tracer.start_as_current_span(
             f"execute_tool {name}",
             kind=SpanKind.INTERNAL,
-            attributes={GEN_AI_OPERATION_NAME: "execute_tool", GEN_AI_TOOL_NAME: name},
-        ):
+            attributes={
+                GEN_AI_OPERATION_NAME: "execute_tool",
+                GEN_AI_TOOL_NAME: name,
+                **self._payloads.tool_input(arguments),
+            },
+            **MANUAL_OUTCOME,
+        ) as span, recording_outcome(span, mask_content=self._payloads.mask_content):
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, functools.partial(function, arguments))
+            result = await loop.run_in_executor(None, functools.partial(function, arguments))
+            span.set_attributes(self._payloads.tool_output(result))
+            return result
