@@ -48,7 +48,10 @@ def _run_input(messages: list[MessageBody], model: str | None) -> RunInput:
 
 
 class ChatRequest(_ApiModel):
-    """`POST /api/v1/ai/chat`; without `stateKey` a new conversation starts."""
+    """`POST /api/v1/ai/chat`; without `stateKey` a new conversation starts.
+
+    With `stream: true` the answer comes as server-sent events.
+    """
 
     graph_id: str = Field(default="builtin:chat", min_length=3, max_length=200)
     messages: list[MessageBody] = Field(min_length=1, max_length=_MAX_MESSAGES)
@@ -56,6 +59,7 @@ class ChatRequest(_ApiModel):
         default=None, min_length=1, max_length=200, pattern=_NO_CONTROL_CHARS
     )
     model: str | None = Field(default=None, min_length=1, max_length=200, pattern=_PRINTABLE_ASCII)
+    stream: bool = False
 
     def run_input(self) -> RunInput:
         """The graph's input."""

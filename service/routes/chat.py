@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import Response
 
 from service.callers import user_caller
 from service.deps import (
@@ -19,6 +20,7 @@ from service.deps import (
 from service.errors import ApiError
 from service.graphs import GraphRunError
 from service.schemas import ChatRequest, ChatResponse, MessageBody
+from service.streaming import RunEventStream
 from telemetry import bind_caller
 
 __all__ = ["router"]
@@ -28,8 +30,24 @@ router = APIRouter(tags=["chat"])
 ChatBodyDep = Annotated[ChatRequest, Depends(json_body(ChatRequest))]
 
 
+_EVENT_STREAM_DOC = {
+    "text/event-stream": {
+        "schema": {"type": "string"},
+        "example": (
+            'event: chunk\ndata: {"content":"Hello "}\n\n'
+            'event: done\ndata: {"runId":"...","traceId":"...","sessionId":"...",'
+            '"stateKey":"..."}\n\n'
+        ),
+    }
+}
+
+
 @router.post(
-    "/api/v1/ai/chat", response_model=ChatResponse, openapi_extra=openapi_body(ChatRequest)
+    "/api/v1/ai/chat",
+    response_model=ChatResponse,
+    openapi_extra=openapi_body(ChatRequest),
+    responses={200: {"content": _EVENT_STREAM_DOC, "description": "The answer; with "
+                     "`stream: true`, server-sent `chunk` events then `done` (or `error`)."}},
 )
 async def chat(
     user: CurrentUserDep,
@@ -37,7 +55,7 @@ async def chat(
     request_id: RequestIdDep,
     registry: RegistryDep,
     executor: ExecutorDep,
-) -> ChatResponse:
+) -> ChatResponse | Response:
     """Run a graph for the authenticated user in the session of `stateKey`."""
     graph = registry.get(body.graph_id)
     if graph is None:
@@ -47,6 +65,11 @@ async def chat(
         user=user, state_key=state_key, graph_id=graph.id, request_id=request_id,
         run_id=uuid.uuid4().hex,
     )
+    if body.stream:
+        return RunEventStream(
+            executor=executor, graph=graph, run_input=body.run_input(), caller=caller,
+            state_key=state_key,
+        )
     with bind_caller(caller):
         try:
             outcome = await executor.run(graph, body.run_input())

@@ -13,6 +13,7 @@ from service.config import ModelPrice
 from service.graphs.outcome import error_type, recording_outcome
 from service.graphs.payloads import PayloadRecorder
 from service.llm import ChatMessage, Completion, LLMError
+from service.streaming import format_event
 from telemetry.attributes import (
     GEN_AI_INPUT_MESSAGES,
     LANGFUSE_OBSERVATION_INPUT,
@@ -99,6 +100,12 @@ def test_a_span_left_by_an_exception_is_an_error_and_by_a_cancellation_only_a_wa
     assert aborted.status.status_code is StatusCode.UNSET
     assert (aborted.attributes or {})[LANGFUSE_OBSERVATION_LEVEL] == "WARNING"
     assert not aborted.events
+
+
+def test_a_server_sent_event_keeps_its_json_on_one_data_line() -> None:
+    assert format_event("chunk", {"content": "two\nlines"}) == (
+        b'event: chunk\ndata: {"content":"two\\nlines"}\n\n'
+    )
 
 
 def test_a_price_is_per_thousand_tokens_for_input_and_output_separately() -> None:

@@ -1,0 +1,210 @@
+"""`"stream": true` on the chat route: server-sent events, and spans that keep their session."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from api_support import Seed, chat_body, spans_of_trace, user_headers
+from service.config import Settings
+from service.llm import OpenAICompatibleProvider
+from service.main import create_app
+from telemetry import derive_user_session_id
+from telemetry.attributes import (
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+    SESSION_ID,
+    USER_ID,
+)
+from trace_support import (
+    LEVEL,
+    FailingProvider,
+    StallingProvider,
+    attributes,
+    only,
+    outcomes,
+    sse_events,
+    traces,
+    wait_until,
+)
+
+CHAT = "/api/v1/ai/chat"
+SERVER_SPAN = "POST /api/v1/ai/chat"
+OPENAI_STREAM = (
+    b'data: {"model":"gpt-test-2026-01-01","choices":[{"delta":{"content":"Hel"}}]}\n\n'
+    b'data: {"model":"gpt-test-2026-01-01","choices":[{"delta":{"content":"lo!"},'
+    b'"finish_reason":"stop"}]}\n\n'
+    b'data: {"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3}}\n\n'
+    b"data: [DONE]\n\n"
+)
+
+
+def test_a_streamed_chat_sends_the_answer_in_chunks_then_an_event_with_its_ids(
+    client: TestClient, seed: Seed
+) -> None:
+    plain = client.post(CHAT, json=chat_body("stream me", stateKey="t-1"),
+                        headers=user_headers(seed.alice_key))
+    streamed = client.post(CHAT, json=chat_body("stream me", stateKey="t-1", stream=True),
+                           headers=user_headers(seed.alice_key))
+
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(streamed.text)
+    *chunks, (last, final) = events
+    assert len(chunks) > 1 and {name for name, _ in chunks} == {"chunk"}
+    assert "".join(data["content"] for _, data in chunks) == plain.json()["output"]["content"]
+    assert last == "done"
+    assert set(final) == {"runId", "traceId", "sessionId", "stateKey"}
+    assert final["sessionId"] == derive_user_session_id("acme", "t-1")
+    assert final["stateKey"] == "t-1"
+    assert final["runId"] != plain.json()["runId"]
+
+
+def test_every_span_of_a_streamed_chat_carries_its_session_and_one_success_outcome(
+    client: TestClient, seed: Seed, exporter: InMemorySpanExporter
+) -> None:
+    response = client.post(CHAT, json=chat_body(stream=True),
+                           headers=user_headers(seed.alice_key))
+
+    _, final = sse_events(response.text)[-1]
+    spans = spans_of_trace(exporter, final["traceId"])
+    assert sorted(span.name for span in spans) == sorted(
+        [SERVER_SPAN, "invoke_agent builtin:chat", "node respond", "chat offline-echo"]
+    )
+    for span in spans:
+        assert attributes(span)[SESSION_ID] == final["sessionId"], span.name
+        assert attributes(span)[USER_ID] == "alice", span.name
+    assert outcomes(spans) == ["success"]
+    # The server span ends when the response does, so after every span of the run.
+    server = only(spans, SERVER_SPAN)
+    assert all(span.end_time <= server.end_time for span in spans)  # type: ignore[operator]
+
+
+def test_a_streamed_run_that_fails_ends_with_an_error_event_and_the_error_outcome(
+    settings: Settings, tracer_provider: TracerProvider, exporter: InMemorySpanExporter,
+    seed: Seed,
+) -> None:
+    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=FailingProvider())
+    with TestClient(app) as client:
+        response = client.post(CHAT, json=chat_body(stream=True, stateKey="t-2"),
+                               headers=user_headers(seed.alice_key))
+
+    assert response.status_code == 200  # the stream had started; the event says what failed
+    ((name, data),) = sse_events(response.text)
+    assert name == "error"
+    assert data["error"] == "run_failed" and "503" in data["message"]
+    assert data["sessionId"] == derive_user_session_id("acme", "t-2") and data["stateKey"] == "t-2"
+    spans = spans_of_trace(exporter, data["traceId"])
+    assert outcomes(spans) == ["error"]
+    assert {attributes(span)[SESSION_ID] for span in spans} == {data["sessionId"]}
+
+
+def test_a_client_closing_the_stream_mid_answer_aborts_the_run_and_ends_every_span(
+    settings: Settings, tracer_provider: TracerProvider, exporter: InMemorySpanExporter,
+    seed: Seed,
+) -> None:
+    provider = StallingProvider()
+    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=provider)
+    with TestClient(app) as client:
+        with client.stream("POST", CHAT, json=chat_body(stream=True, stateKey="t-3"),
+                           headers=user_headers(seed.alice_key)) as response:
+            first = _first_data_line(response.iter_lines())
+        # Leaving the block closed the response: the client cancelled the request.
+
+    assert first == 'data: {"content":"Hello "}'
+    assert provider.started.is_set()
+    _assert_one_aborted_run_with_every_span_in_its_session(exporter)
+
+
+def test_a_client_disconnecting_from_a_real_server_mid_stream_aborts_the_run(
+    settings: Settings, tracer_provider: TracerProvider, exporter: InMemorySpanExporter,
+    seed: Seed,
+) -> None:
+    provider = StallingProvider()
+    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=provider)
+    with _serving(app) as base_url, httpx.Client(base_url=base_url, timeout=10) as http:
+        with http.stream("POST", CHAT, json=chat_body(stream=True, stateKey="t-3"),
+                         headers=user_headers(seed.alice_key)) as response:
+            first = _first_data_line(response.iter_lines())
+        # Closing a response mid-body closes its connection: uvicorn reports a disconnect.
+        server_span_ended = wait_until(
+            lambda: any(s.name == SERVER_SPAN for s in exporter.get_finished_spans()), 10
+        )
+
+    assert first == 'data: {"content":"Hello "}'
+    assert server_span_ended, [s.name for s in exporter.get_finished_spans()]
+    _assert_one_aborted_run_with_every_span_in_its_session(exporter)
+
+
+def _assert_one_aborted_run_with_every_span_in_its_session(
+    exporter: InMemorySpanExporter,
+) -> None:
+    ((_, spans),) = traces(exporter).items()
+    assert sorted(span.name for span in spans) == sorted(
+        [SERVER_SPAN, "invoke_agent builtin:chat", "node respond", "chat offline-echo"]
+    )
+    assert outcomes(spans) == ["aborted"]
+    session = derive_user_session_id("acme", "t-3")
+    assert {attributes(span).get(SESSION_ID) for span in spans} == {session}
+    assert {attributes(span).get(USER_ID) for span in spans} == {"alice"}
+    run = only(spans, "invoke_agent")
+    # Aborted is not an error: no ERROR status, a WARNING level in Langfuse.
+    for span in (run, only(spans, "node"), only(spans, "chat")):
+        assert span.status.status_code is StatusCode.UNSET, span.name
+        assert attributes(span)[LEVEL] == "WARNING", span.name
+
+
+def _first_data_line(lines: Iterator[str]) -> str:
+    return next(line for line in lines if line.startswith("data:"))
+
+
+@contextmanager
+def _serving(app: FastAPI) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free port in a thread; its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: server.started, 10), "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def test_a_chat_streamed_from_an_openai_compatible_server_records_its_usage(
+    settings: Settings, tracer_provider: TracerProvider, exporter: InMemorySpanExporter,
+    seed: Seed,
+) -> None:
+    upstream = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, content=OPENAI_STREAM))
+    )
+    llm = OpenAICompatibleProvider(client=upstream, base_url="http://llm.test/v1", model="gpt-test")
+    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=llm)
+    with TestClient(app) as client:
+        response = client.post("/api/v1/ai/chat", json=chat_body(stream=True),
+                               headers=user_headers(seed.alice_key))
+        assert client.portal is not None
+        client.portal.call(upstream.aclose)
+
+    events = sse_events(response.text)
+    assert [data["content"] for name, data in events if name == "chunk"] == ["Hel", "lo!"]
+    span = only(spans_of_trace(exporter, events[-1][1]["traceId"]), "chat gpt-test")
+    assert attributes(span)[GEN_AI_RESPONSE_MODEL] == "gpt-test-2026-01-01"
+    assert attributes(span)[GEN_AI_USAGE_INPUT_TOKENS] == 12
+    assert attributes(span)[GEN_AI_USAGE_OUTPUT_TOKENS] == 3
