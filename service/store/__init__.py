@@ -1,4 +1,4 @@
-"""Persistence: a SQLite file holding billing accounts, users and execution grants."""
+"""Persistence in one SQLite file: accounts, users, execution grants, idempotency keys."""
 
 from service.store.accounts import (
     BillingAccount,
@@ -20,22 +20,40 @@ from service.store.grants import (
     get_grant,
     revoke_grant,
 )
+from service.store.idempotency import (
+    Claim,
+    ClaimedRun,
+    IdempotencyRecord,
+    IdempotencyStatus,
+    claim_idempotency_key,
+    finish_idempotency_key,
+    get_idempotency_record,
+    release_idempotency_key,
+)
 
 __all__ = [
     "BillingAccount",
+    "Claim",
+    "ClaimedRun",
     "Database",
     "Grant",
     "GrantDenial",
+    "IdempotencyRecord",
+    "IdempotencyStatus",
     "NewUser",
     "StoreError",
     "User",
     "authenticate_user",
     "check_grant",
+    "claim_idempotency_key",
     "create_billing_account",
     "create_grant",
     "create_user",
+    "finish_idempotency_key",
     "get_grant",
+    "get_idempotency_record",
     "hash_api_key",
+    "release_idempotency_key",
     "revoke_grant",
     "validate_billing_account_id",
     "validate_user_id",

@@ -36,7 +36,33 @@ _V1_CORE = (
     """,
 )
 
-# Each migration is a tuple of statements run in one transaction. Next: the
-# governance issue's idempotency records (key, request hash, state, stored
-# outcome) go here as migration 2.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1_CORE,)
+# One record per Idempotency-Key of the internal runs route. Keys are global,
+# not per billing account: the route has one principal (the scheduler token),
+# which owns the key space, and the request hash covers the grant, so a key
+# reused for another account is refused (422), never answered with its outcome.
+_V2_IDEMPOTENCY_KEYS = (
+    """
+    CREATE TABLE idempotency_keys (
+        key                 TEXT PRIMARY KEY,
+        request_hash        TEXT NOT NULL,  -- sha256 of the canonical request
+        status              TEXT NOT NULL CHECK (status IN ('pending', 'finished')),
+        claim_id            TEXT NOT NULL,  -- the attempt allowed to finish the record
+        attempts            INTEGER NOT NULL DEFAULT 1,
+        graph_id            TEXT NOT NULL,
+        grant_id            TEXT NOT NULL REFERENCES execution_grants(id),
+        billing_account_id  TEXT NOT NULL,
+        user_id             TEXT NOT NULL,
+        schedule_id         TEXT,
+        run_id              TEXT NOT NULL,
+        session_id          TEXT NOT NULL,
+        response            TEXT,  -- JSON {ok, runId, traceId, sessionId, error?} once finished
+        created_at          TEXT NOT NULL,
+        claimed_at          TEXT NOT NULL,  -- start of the current attempt
+        finished_at         TEXT,
+        CHECK ((status = 'finished') = (response IS NOT NULL AND finished_at IS NOT NULL))
+    )
+    """,
+)
+
+# Each migration is a tuple of statements run in one transaction.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1_CORE, _V2_IDEMPOTENCY_KEYS)
