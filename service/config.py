@@ -82,6 +82,24 @@ class Settings(BaseSettings):
             '"output_per_1k": 0.0006}}; LLM spans of a listed model get gen_ai.usage.cost.'
         ),
     )
+    schedules_file: Path | None = Field(
+        default=None, description="YAML file of schedules; unset: no schedules."
+    )
+    scheduler_enabled: bool = Field(
+        default=False, description="Run the embedded scheduler in the service process."
+    )
+    service_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where the scheduler and `schedules run` reach the service.",
+    )
+    idempotency_pending_timeout_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        description=(
+            "After this long a pending idempotency key (its process died mid-run) may run "
+            "again; 0 keeps it pending for ever."
+        ),
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -99,6 +117,19 @@ class Settings(BaseSettings):
             raise ValueError(f"LLM_BASE_URL must be an http(s) URL, got {value!r}")
         return value.strip().rstrip("/")
 
+    @field_validator("service_url")
+    @classmethod
+    def _check_service_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"SERVICE_URL must be an http(s) URL, got {value!r}")
+        return value.strip().rstrip("/")
+
+    @field_validator("schedules_file", mode="before")
+    @classmethod
+    def _empty_schedules_file_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("llm_prices", mode="before")
     @classmethod
     def _parse_llm_prices(cls, value: object) -> dict[str, ModelPrice]:
@@ -113,6 +144,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SCHEDULER_API_TOKEN must be set when DEPLOY_ENVIRONMENT is "
                 f"{self.deploy_environment!r} (only 'development' may run without it)"
+            )
+        if self.scheduler_enabled and not self.scheduler_api_token.get_secret_value().strip():
+            raise ValueError(
+                "SCHEDULER_API_TOKEN must be set when SCHEDULER_ENABLED is true "
+                "(the scheduler authenticates to the internal route with it)"
+            )
+        pending = self.idempotency_pending_timeout_seconds
+        if 0 < pending <= self.llm_timeout_seconds:
+            raise ValueError(
+                f"IDEMPOTENCY_PENDING_TIMEOUT_SECONDS={pending:g} must exceed "
+                f"LLM_TIMEOUT_SECONDS={self.llm_timeout_seconds:g} (or be 0): a run still "
+                "waiting for its LLM would otherwise be started a second time"
             )
         if self.llm_base_url is not None and not (self.llm_model or "").strip():
             raise ValueError(
