@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+import httpx
+from fastapi import FastAPI
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_trace_id
+
+from service.llm import ChatMessage, Completion, OfflineProvider
 
 SCHEDULER_TOKEN = "test-scheduler-token-0123456789"
 
@@ -59,3 +69,57 @@ def run_body(grant_id: str, **extra: object) -> dict[str, object]:
         "input": {"messages": [{"role": "user", "content": "review last week's activity"}]},
         **extra,
     }
+
+
+class GatedProvider(OfflineProvider):
+    """The offline provider, holding every call until `release` is set, so a run stays pending."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def complete(self, messages: Sequence[ChatMessage], *, model: str) -> Completion:
+        self.calls += 1
+        await self.release.wait()
+        return await super().complete(messages, model=model)
+
+
+def run_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
+    """The `invoke_agent` span of every run so far."""
+    return [span for span in exporter.get_finished_spans() if span.name.startswith("invoke_agent")]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    """Yield to the event loop until `predicate` holds; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.005)
+
+
+@asynccontextmanager
+async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the app's ASGI interface, inside the app's lifespan (one event loop)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
