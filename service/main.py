@@ -17,6 +17,8 @@ from service.errors import install_error_handlers
 from service.llm import LLMProvider
 from service.middleware import RequestIdMiddleware
 from service.routes import chat, health, runs
+from service.scheduler import embedded_scheduler
+from service.schedules import configured_schedules
 from service.services import open_services
 from service.trace_boundary import make_trace_boundary
 from telemetry import ContextPropagatingExecutor, configure_tracing
@@ -63,10 +65,20 @@ def create_app(
         try:
             tracer = provider.get_tracer("service")
             async with open_services(resolved, tracer=tracer, llm=llm_provider) as services:
+                # A malformed SCHEDULES_FILE (ScheduleFileError) stops start-up here.
+                schedules = await asyncio.to_thread(
+                    configured_schedules, resolved.schedules_file,
+                    known_graphs=services.registry.ids,
+                )
                 app.state.services = services
-                yield
+                async with embedded_scheduler(
+                    resolved, schedules, database=services.database
+                ) as scheduler:
+                    app.state.scheduler = scheduler
+                    yield
         finally:
             app.state.services = None
+            app.state.scheduler = None
             executor.shutdown(wait=True)
             _close_provider(provider, shutdown=owns_provider)
 

@@ -9,17 +9,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from service.config import Settings
 from service.schedules import Schedule, idempotency_key
+from service.store import Database, check_grant, get_grant
 
-__all__ = ["Scheduler", "utc_now"]
+__all__ = ["Scheduler", "embedded_scheduler", "fire_once", "service_client", "utc_now"]
 
 logger = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 def utc_now() -> dt.datetime:
@@ -51,6 +56,11 @@ class Scheduler:
     def schedules(self) -> list[Schedule]:
         """The schedules this scheduler fires."""
         return list(self._schedules.values())
+
+    @property
+    def in_flight(self) -> frozenset[str]:
+        """Ids of the schedules whose firing is waiting for its run's answer."""
+        return frozenset(self._running)
 
     async def fire(self, schedule_id: str, scheduled_for: dt.datetime) -> httpx.Response | None:
         """Fire one schedule now; None when skipped because its previous run is running."""
@@ -85,8 +95,12 @@ class Scheduler:
                         self._spawn(self._fire_logged(schedule_id, fire_at))
                 last = moment
         finally:
-            for task in list(self._tasks):
+            # Firings in flight are cancelled with the loop; their keys stay
+            # free or pending on the server, never half-recorded here.
+            tasks = list(self._tasks)
+            for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -98,6 +112,9 @@ class Scheduler:
             response = await self.fire(schedule_id, scheduled_for)
         except httpx.HTTPError as exc:
             logger.error("schedule %s: could not reach the service: %s", schedule_id, exc)
+            return
+        except Exception:
+            logger.exception("schedule %s: firing for %s failed", schedule_id, scheduled_for)
             return
         if response is not None:
             level = logging.INFO if response.status_code == 200 else logging.ERROR
@@ -118,3 +135,74 @@ class Scheduler:
                 "input": dict(schedule.input),
             },
         )
+
+
+def service_client(settings: Settings) -> httpx.AsyncClient:
+    """An HTTP client for the service at SERVICE_URL, as the scheduler reaches it."""
+    pending = settings.idempotency_pending_timeout_seconds
+    # A firing waits for its run as long as the run's key may stay pending.
+    timeout = httpx.Timeout(pending if pending > 0 else None, connect=_CONNECT_TIMEOUT_SECONDS)
+    # trust_env=False: proxy variables meant for outbound traffic must not
+    # route the scheduler token to the service through a proxy.
+    return httpx.AsyncClient(base_url=settings.service_url, timeout=timeout, trust_env=False)
+
+
+async def fire_once(
+    settings: Settings, schedule: Schedule, scheduled_for: dt.datetime
+) -> httpx.Response:
+    """Fire `schedule` for `scheduled_for` now, through the service at SERVICE_URL."""
+    async with service_client(settings) as client:
+        scheduler = Scheduler(
+            [schedule], client=client, token=settings.scheduler_api_token.get_secret_value()
+        )
+        response = await scheduler.fire(schedule.id, scheduled_for)
+    assert response is not None  # a fresh scheduler has no run in flight to skip for
+    return response
+
+
+@asynccontextmanager
+async def embedded_scheduler(
+    settings: Settings, schedules: Sequence[Schedule], *, database: Database
+) -> AsyncIterator[Scheduler | None]:
+    """With SCHEDULER_ENABLED, fire `schedules` over HTTP to SERVICE_URL until exit.
+
+    Yields the running Scheduler, or None when the setting is off.
+    """
+    if not settings.scheduler_enabled:
+        if schedules:
+            logger.info("SCHEDULER_ENABLED is false: %d schedule(s) will not fire", len(schedules))
+        yield None
+        return
+    await asyncio.to_thread(_warn_about_grants, database, schedules)
+    async with service_client(settings) as client:
+        scheduler = Scheduler(
+            schedules, client=client, token=settings.scheduler_api_token.get_secret_value()
+        )
+        task = asyncio.create_task(scheduler.run_forever(), name="sessiontrace-scheduler")
+        task.add_done_callback(_log_stop)
+        logger.info(
+            "scheduler started: %d schedule(s), firing through %s", len(schedules),
+            settings.service_url,
+        )
+        try:
+            yield scheduler
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            logger.info("scheduler stopped")
+
+
+def _log_stop(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the scheduler stopped: no schedule fires any more", exc_info=task.exception())
+
+
+def _warn_about_grants(database: Database, schedules: Sequence[Schedule]) -> None:
+    # Grants change at run time, so a bad one is a warning now and a 403 at firing.
+    for schedule in schedules:
+        denial = check_grant(get_grant(database, schedule.grant), schedule.graph)
+        if denial is not None:
+            logger.warning(
+                "schedule %s: its grant %r cannot run %s (%s); its firings will be refused",
+                schedule.id, schedule.grant, schedule.graph, denial.value,
+            )

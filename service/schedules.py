@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,26 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from croniter import croniter
+from pydantic import ValidationError
 
-__all__ = ["Schedule", "ScheduleFileError", "idempotency_key", "load_schedules", "parse_schedules"]
+from service.schemas import RunInputBody
+
+__all__ = [
+    "Schedule",
+    "ScheduleFileError",
+    "check_graphs",
+    "configured_schedules",
+    "idempotency_key",
+    "load_schedules",
+    "parse_schedules",
+]
 
 _GRAPH_ID_PARTS = 2
+_FIELDS = ("id", "cron", "timezone", "graph", "grant", "input")
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
+# The idempotency key `{id}:{YYYY-MM-DDTHH:MM:SSZ}` must stay within the route's 255.
+_MAX_SCHEDULE_ID = 200
+_MAX_GRANT_ID = 128
 
 
 class ScheduleFileError(ValueError):
@@ -59,6 +76,27 @@ def load_schedules(path: str | Path) -> list[Schedule]:
     return parse_schedules(document, source=str(file))
 
 
+def configured_schedules(path: Path | None, *, known_graphs: Collection[str]) -> list[Schedule]:
+    """The schedules of the SCHEDULES_FILE `path` (none when unset), each naming a known graph."""
+    if path is None:
+        return []
+    schedules = load_schedules(path)
+    check_graphs(schedules, known_graphs, source=str(path))
+    return schedules
+
+
+def check_graphs(
+    schedules: Sequence[Schedule], known_graphs: Collection[str], *, source: str = "<schedules>"
+) -> None:
+    """ScheduleFileError unless every schedule's graph is one of `known_graphs`."""
+    for schedule in schedules:
+        if schedule.graph not in known_graphs:
+            raise ScheduleFileError(
+                f"{source}: schedule {schedule.id!r}: field 'graph' names unknown graph "
+                f"{schedule.graph!r}; known graphs: {', '.join(sorted(known_graphs))}"
+            )
+
+
 def parse_schedules(document: Any, *, source: str = "<schedules>") -> list[Schedule]:
     """Validate a parsed schedules document (`{"schedules": [...]}`)."""
     if document is None:
@@ -82,7 +120,17 @@ def _parse_entry(entry: Any, where: str) -> Schedule:
     schedule_id = entry.get("id")
     if not isinstance(schedule_id, str) or not schedule_id.strip():
         raise ScheduleFileError(f"{where}: field 'id' is required (a non-empty string)")
-    where = f"{where.split(': ')[0]}: schedule {schedule_id!r}"
+    where = f"{where.rsplit(': ', 1)[0]}: schedule {schedule_id!r}"
+    if not _PRINTABLE_ASCII.fullmatch(schedule_id) or len(schedule_id) > _MAX_SCHEDULE_ID:
+        raise ScheduleFileError(
+            f"{where}: field 'id' must be 1 to {_MAX_SCHEDULE_ID} printable ASCII characters"
+        )
+    unknown = sorted(str(name) for name in entry if name not in _FIELDS)
+    if unknown:
+        raise ScheduleFileError(
+            f"{where}: field {unknown[0]!r} is not a schedule field "
+            f"(expected {', '.join(_FIELDS)})"
+        )
     cron = _required_str(entry, "cron", where)
     if len(cron.split()) != 5 or not croniter.is_valid(cron):
         raise ScheduleFileError(f"{where}: field 'cron' must be 5 cron fields, got {cron!r}")
@@ -98,11 +146,24 @@ def _parse_entry(entry: Any, where: str) -> Schedule:
     if len(graph.split(":")) != _GRAPH_ID_PARTS or not all(graph.split(":")):
         raise ScheduleFileError(f"{where}: field 'graph' must be 'provider:name', got {graph!r}")
     grant = _required_str(entry, "grant", where)
+    if not _PRINTABLE_ASCII.fullmatch(grant) or len(grant) > _MAX_GRANT_ID:
+        raise ScheduleFileError(
+            f"{where}: field 'grant' must be 1 to {_MAX_GRANT_ID} printable ASCII characters"
+        )
     run_input = entry.get("input")
     if not isinstance(run_input, Mapping) or not _valid_messages(run_input.get("messages")):
         raise ScheduleFileError(
             f"{where}: field 'input' must be {{'messages': [{{'role': ..., 'content': ...}}]}}"
         )
+    try:
+        # The route's own model: an input the route would refuse stops start-up instead.
+        RunInputBody.model_validate(run_input)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_input=False)[:3]
+        )
+        raise ScheduleFileError(f"{where}: field 'input' is invalid: {problems}") from None
     return Schedule(
         id=schedule_id, cron=cron, timezone=str(timezone), graph=graph, grant=grant,
         input=dict(run_input),

@@ -114,3 +114,34 @@ def test_run_forever_fires_each_due_schedule_at_its_time() -> None:
         "governance:community:2026-11-23T08:05:00Z",
         "governance:community:2026-11-23T08:10:00Z",
     ]
+
+
+def test_cancelling_the_scheduler_cancels_the_firing_in_flight() -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def hanging(request: httpx.Request) -> httpx.Response:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+    async def run() -> bool:
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(hanging), base_url="http://svc"
+        ) as client:
+            scheduler = Scheduler(
+                [SCHEDULE], client=client, token="tok",
+                clock=lambda: FIRST - dt.timedelta(seconds=1), sleep=lambda _: asyncio.sleep(0),
+            )
+            task = asyncio.create_task(scheduler.run_forever())
+            await asyncio.wait_for(started.wait(), timeout=5)
+            assert scheduler.in_flight == {SCHEDULE.id}
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return cancelled.is_set() and not scheduler.in_flight
+
+    assert asyncio.run(run())

@@ -4,7 +4,14 @@ from typing import Any
 
 import pytest
 
-from service.schedules import ScheduleFileError, idempotency_key, load_schedules, parse_schedules
+from service.schedules import (
+    ScheduleFileError,
+    check_graphs,
+    configured_schedules,
+    idempotency_key,
+    load_schedules,
+    parse_schedules,
+)
 
 VALID = """
 schedules:
@@ -75,6 +82,13 @@ def test_idempotency_key_is_schedule_and_iso_utc_firing_time() -> None:
         (entry(input={"messages": []}), "field 'input'"),
         (entry(input={"messages": [{"role": "user"}]}), "field 'input'"),
         ("just a string", "schedule #1: expected a mapping"),
+        (entry(id="caf\u00e9"), "schedule 'caf\u00e9': field 'id' must be 1 to 200 printable ASCII"),
+        (entry(timezon="Europe/Paris"), "field 'timezon' is not a schedule field"),
+        (entry(grant="g" * 129), "field 'grant' must be 1 to 128 printable ASCII"),
+        (entry(input={"messages": [{"role": "robot", "content": "hi"}]}),
+         "field 'input' is invalid: messages.0.role"),
+        (entry(input={"messages": [{"role": "user", "content": "hi"}], "temperature": 1}),
+         "field 'input' is invalid: temperature"),
     ],
 )
 def test_malformed_entries_name_the_schedule_and_field(bad_entry: Any, message: str) -> None:
@@ -101,3 +115,19 @@ def test_invalid_yaml_and_missing_file_name_the_file(tmp_path: Path) -> None:
         load_schedules(broken)
     with pytest.raises(ScheduleFileError, match="cannot read schedules file.*missing.yaml"):
         load_schedules(tmp_path / "missing.yaml")
+
+
+def test_a_schedule_naming_an_unregistered_graph_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "schedules.yaml"
+    path.write_text(VALID)
+
+    with pytest.raises(ScheduleFileError, match=(
+        r"schedules.yaml: schedule 'governance:community': field 'graph' names unknown graph "
+        r"'builtin:governance-review'; known graphs: builtin:chat"
+    )):
+        configured_schedules(path, known_graphs=("builtin:chat",))
+    check_graphs(load_schedules(path), ("builtin:chat", "builtin:governance-review"))
+
+
+def test_without_a_schedules_file_there_are_no_schedules() -> None:
+    assert configured_schedules(None, known_graphs=()) == []
