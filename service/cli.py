@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from service.config import Settings, get_settings
 from service.graphs import default_registry
+from service.schedules import Schedule, configured_schedules
 from service.store import (
     Database,
     StoreError,
@@ -85,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("grant_id", metavar="GRANT_ID")
     revoke.set_defaults(command=_grants_revoke)
 
+    schedules = groups.add_parser(
+        "schedules", help="the schedules of SCHEDULES_FILE"
+    ).add_subparsers(dest="action", required=True)
+    listing = schedules.add_parser("list", help="each schedule with its next firing time")
+    listing.set_defaults(command=_schedules_list)
+    fire = schedules.add_parser(
+        "run", help="fire one schedule now, through the service at SERVICE_URL"
+    )
+    fire.add_argument("schedule_id", metavar="ID")
+    fire.add_argument("--scheduled-for", type=_aware_datetime, default=None,
+                      help="the firing to run (it names the idempotency key); default: now")
+    fire.set_defaults(command=_schedules_run)
+
     serve = groups.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -140,12 +154,80 @@ def _grants_revoke(args: argparse.Namespace, settings: Settings) -> dict[str, An
     return {"grantId": grant.id, "revokedAt": grant.revoked_at.isoformat()}
 
 
+def _schedules_list(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "schedulesFile": None if settings.schedules_file is None else str(settings.schedules_file),
+        "schedulerEnabled": settings.scheduler_enabled,
+        "schedules": [
+            {
+                "id": schedule.id,
+                "cron": schedule.cron,
+                "timezone": schedule.timezone,
+                "graph": schedule.graph,
+                "grant": schedule.grant,
+                "nextFireAt": _utc_text(schedule.next_fire_after(now)),
+            }
+            for schedule in _schedules(settings)
+        ],
+    }
+
+
+def _schedules_run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Fire one schedule through the internal route, as the embedded scheduler would."""
+    import asyncio
+
+    import httpx
+
+    from service.scheduler import fire_once
+
+    schedules = {schedule.id: schedule for schedule in _schedules(settings)}
+    schedule = schedules.get(args.schedule_id)
+    if schedule is None:
+        known = ", ".join(schedules) or "none"
+        raise CliError(
+            f"no schedule {args.schedule_id!r} in SCHEDULES_FILE "
+            f"({settings.schedules_file or 'unset'}); known schedules: {known}"
+        )
+    if not settings.scheduler_api_token.get_secret_value():
+        raise CliError("SCHEDULER_API_TOKEN is not set: the internal route refuses every run")
+    scheduled_for = args.scheduled_for or dt.datetime.now(dt.UTC).replace(microsecond=0)
+    try:
+        response = asyncio.run(fire_once(settings, schedule, scheduled_for))
+    except httpx.HTTPError as exc:
+        raise CliError(
+            f"cannot reach the service at SERVICE_URL={settings.service_url} "
+            f"({type(exc).__name__}: {exc or 'no answer'}); is it running?"
+        ) from None
+    try:
+        answer: Any = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code != 200 or not isinstance(answer, dict):
+        detail = answer.get("message") if isinstance(answer, dict) else response.text[:300]
+        raise CliError(
+            f"the service at {settings.service_url} answered {response.status_code} "
+            f"firing schedule {schedule.id!r}: {detail}"
+        )
+    return answer
+
+
+def _schedules(settings: Settings) -> list[Schedule]:
+    return configured_schedules(settings.schedules_file, known_graphs=default_registry().ids)
+
+
+def _utc_text(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> None:
     """Serve until interrupted; its one JSON line announces the address."""
     import uvicorn
 
     from service.main import create_app
 
+    # Checked here too, so a bad file is one JSON error, not a failed lifespan.
+    _schedules(settings)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
