@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     create = accounts.add_parser("create", help="create a billing account")
     create.add_argument("--billing-account", required=True)
+    create.add_argument(
+        "--mask-content", action="store_true",
+        help="spans of its runs record payload hashes only, never text",
+    )
     create.set_defaults(command=_accounts_create)
 
     users = groups.add_parser("users", help="users and their API keys").add_subparsers(
@@ -113,8 +117,14 @@ def _database(settings: Settings) -> Database:
 
 
 def _accounts_create(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    account = create_billing_account(_database(settings), args.billing_account)
-    return {"billingAccountId": account.id, "createdAt": account.created_at.isoformat()}
+    account = create_billing_account(
+        _database(settings), args.billing_account, mask_content=args.mask_content
+    )
+    return {
+        "billingAccountId": account.id,
+        "createdAt": account.created_at.isoformat(),
+        "maskContent": account.mask_content,
+    }
 
 
 def _users_create(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from opentelemetry.trace import Tracer
 from service.config import Settings
 from service.graphs import GraphExecutor, GraphRegistry, default_registry
 from service.llm import LLMProvider, build_provider
-from service.store import Database
+from service.store import Database, account_masks_content
 
 __all__ = ["Services", "open_services"]
 
@@ -43,5 +44,6 @@ async def open_services(
                 llm=llm or build_provider(settings, client),
                 environment=settings.deploy_environment,
                 prices=settings.llm_prices,
+                masks_content=functools.partial(account_masks_content, database),
             ),
         )

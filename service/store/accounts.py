@@ -15,6 +15,7 @@ __all__ = [
     "BillingAccount",
     "NewUser",
     "User",
+    "account_masks_content",
     "authenticate_user",
     "create_billing_account",
     "create_user",
@@ -31,10 +32,14 @@ _API_KEY_PREFIX = "st_"
 
 @dataclass(frozen=True, slots=True)
 class BillingAccount:
-    """An account that runs are billed to and grouped by."""
+    """An account that runs are billed to and grouped by.
+
+    With `mask_content`, its runs record payload hashes on spans, never text.
+    """
 
     id: str
     created_at: dt.datetime
+    mask_content: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +77,35 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()
 
 
-def create_billing_account(db: Database, billing_account_id: str) -> BillingAccount:
+def create_billing_account(
+    db: Database, billing_account_id: str, *, mask_content: bool = False
+) -> BillingAccount:
     """Create a billing account; StoreError if it exists."""
     validate_billing_account_id(billing_account_id)
-    account = BillingAccount(id=billing_account_id, created_at=utc_now())
+    account = BillingAccount(
+        id=billing_account_id, created_at=utc_now(), mask_content=mask_content
+    )
     try:
         with db.connect() as connection:
             connection.execute(
-                "INSERT INTO billing_accounts (id, created_at) VALUES (?, ?)",
-                (account.id, to_iso(account.created_at)),
+                "INSERT INTO billing_accounts (id, created_at, mask_content) VALUES (?, ?, ?)",
+                (account.id, to_iso(account.created_at), int(account.mask_content)),
             )
     except sqlite3.IntegrityError:
         raise StoreError(f"billing account {billing_account_id!r} already exists") from None
     return account
+
+
+def account_masks_content(db: Database, billing_account_id: str) -> bool:
+    """Whether runs of the account may record only hashes of their payloads.
+
+    An unknown account counts as masked: when in doubt, no text leaves the process.
+    """
+    with db.connect() as connection:
+        row = connection.execute(
+            "SELECT mask_content FROM billing_accounts WHERE id = ?", (billing_account_id,)
+        ).fetchone()
+    return row is None or bool(row["mask_content"])
 
 
 def create_user(db: Database, *, billing_account_id: str, user_id: str) -> NewUser:

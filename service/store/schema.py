@@ -64,5 +64,14 @@ _V2_IDEMPOTENCY_KEYS = (
     """,
 )
 
+# Per-account privacy: runs of an account with mask_content = 1 record only the
+# byte size and sha256 of their payloads on spans, never the text.
+_V3_ACCOUNT_MASK_CONTENT = (
+    "ALTER TABLE billing_accounts ADD COLUMN mask_content INTEGER NOT NULL DEFAULT 0 "
+    "CHECK (mask_content IN (0, 1))",
+)
+
 # Each migration is a tuple of statements run in one transaction.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1_CORE, _V2_IDEMPOTENCY_KEYS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _V1_CORE, _V2_IDEMPOTENCY_KEYS, _V3_ACCOUNT_MASK_CONTENT,
+)

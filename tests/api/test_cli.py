@@ -18,6 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from api_support import SCHEDULER_TOKEN, chat_body, run_body, scheduler_headers, user_headers
 from service.config import Settings
@@ -116,6 +117,26 @@ def test_a_revoked_grant_is_refused_by_the_service(
         response = client.post("/api/internal/graphs/builtin:chat/runs",
                                json=run_body(grant_id), headers=scheduler_headers("cli-2"))
     assert response.status_code == 403 and response.json()["error"] == "grant_revoked"
+
+
+def test_an_account_created_with_mask_content_has_its_runs_recorded_as_hashes_only(
+    cli: Cli, settings: Settings, tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    masked = ok(cli("accounts", "create", "--billing-account", "private", "--mask-content"))
+    plain = ok(cli("accounts", "create", "--billing-account", "acme"))
+    user = ok(cli("users", "create", "--billing-account", "private", "--user", "carol"))
+
+    assert masked["maskContent"] is True and plain["maskContent"] is False
+    with TestClient(create_app(settings, tracer_provider=tracer_provider)) as client:
+        chat = client.post("/api/v1/ai/chat", json=chat_body("a confidential question"),
+                           headers=user_headers(user["apiKey"]))
+    assert chat.status_code == 200, chat.text
+    (run,) = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
+    assert json.loads(str((run.attributes or {})["langfuse.trace.input"]))["omitted"] == "masked"
+    for span in exporter.get_finished_spans():
+        exported = json.dumps({key: str(value) for key, value in (span.attributes or {}).items()})
+        assert "confidential" not in exported, span.name
 
 
 @pytest.mark.parametrize(
