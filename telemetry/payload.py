@@ -61,17 +61,34 @@ def encode_payload(value: Any, *, max_bytes: int, mask_content: bool = False) ->
     """Scrub `value` and encode it as JSON, within `max_bytes` of UTF-8.
 
     Past the cap, or always with `mask_content`, the text is replaced by a
-    JSON summary holding only its byte size and sha256.
+    JSON summary holding only its byte size and sha256. The size is taken
+    before scrubbing, so a payload that cannot be kept is never scrubbed:
+    scrubbing is the costly part, and a request near the body limit would
+    otherwise hold the event loop for a noticeable time.
     """
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    raw = _encode(value)
+    if raw is not None:
+        if mask_content:
+            return _summary("masked", raw)
+        if len(raw) > max_bytes:
+            return _summary("over_cap", raw, cap=max_bytes)
     encoded = json.dumps(scrub(value), ensure_ascii=False, separators=(",", ":"))
-    raw = encoded.encode("utf-8")
+    scrubbed = encoded.encode("utf-8")
     if mask_content:
-        return _summary("masked", raw)
-    if len(raw) > max_bytes:
-        return _summary("over_cap", raw, cap=max_bytes)
+        return _summary("masked", scrubbed)
+    # Masks can be longer than what they replace, so check again.
+    if len(scrubbed) > max_bytes:
+        return _summary("over_cap", scrubbed, cap=max_bytes)
     return encoded
+
+
+def _encode(value: Any) -> bytes | None:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError):
+        return None  # not plain JSON (odd keys or types): scrub() normalises it first
 
 
 def _summary(reason: str, raw: bytes, *, cap: int | None = None) -> str:

@@ -96,3 +96,33 @@ def test_scrubbing_a_long_unbroken_string_takes_linear_time() -> None:
     scrubbed = scrub("x" * 32_000 + " reach me at jane@example.com")
     assert time.perf_counter() - started < 0.5
     assert scrubbed.endswith("reach me at [EMAIL]")
+
+
+def test_over_cap_payload_is_summarised_without_being_scrubbed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import telemetry.payload as payload
+
+    def refuse(_: object) -> object:
+        raise AssertionError("an over-cap payload must not be scrubbed")
+
+    monkeypatch.setattr(payload, "scrub", refuse)
+    summary = json.loads(encode_payload({"text": "y" * 5_000}, max_bytes=1_000))
+    assert summary["omitted"] == "over_cap"
+    masked = json.loads(encode_payload({"text": "y"}, max_bytes=1_000, mask_content=True))
+    assert masked["omitted"] == "masked"
+
+
+def test_masks_that_grow_the_payload_past_the_cap_still_give_a_summary() -> None:
+    # 12 one-character secrets become 12 "[REDACTED]": under the cap raw, over it scrubbed.
+    value = {f"t{i}_token": "x" for i in range(12)}
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    cap = len(raw) + 10
+    summary = json.loads(encode_payload(value, max_bytes=cap))
+    assert summary["omitted"] == "over_cap"
+    assert set(summary) == {"omitted", "bytes", "sha256", "cap_bytes"}
+
+
+def test_values_that_are_not_plain_json_are_normalised_by_scrub() -> None:
+    encoded = encode_payload({1: ("a", "b"), "when": object.__name__}, max_bytes=1_000)
+    assert json.loads(encoded) == {"1": ["a", "b"], "when": "object"}
