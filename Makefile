@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install collector run test bench clean
+.PHONY: install collector run test typecheck lock bench clean
 
 install: $(VENV)/.installed collector
 
-$(VENV)/.installed: pyproject.toml
+# requirements.lock pins every transitive package (regenerate with `make lock`).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
 	touch $@
 
 collector: bin/otelcol
@@ -23,6 +24,14 @@ run: install
 
 test: install
 	$(PY) -m pytest
+
+# One mypy run per folder: the test folders each have a conftest.py.
+typecheck: install
+	for d in telemetry service devstack tests/unit tests/api tests/integration; do \
+		$(PY) -m mypy --strict $$d || exit 1; done
+
+lock: $(VENV)/.installed
+	$(PY) -m pip freeze --exclude-editable | sort > requirements.lock
 
 # Benchmarks run in their own venv: the packages they compare against are never the service's.
 BENCH_VENV := .venv-bench
