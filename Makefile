@@ -38,8 +38,10 @@ BENCH_VENV := .venv-bench
 BENCH_PY   := $(BENCH_VENV)/bin/python
 BENCH_ARGS ?=
 
-bench: $(BENCH_VENV)/.installed
+bench: $(BENCH_VENV)/.installed collector
 	$(BENCH_PY) bench/processor_overhead.py $(BENCH_ARGS)
+	$(BENCH_PY) bench/service_overhead.py $(BENCH_ARGS)
+	$(BENCH_PY) bench/pipeline_throughput.py $(BENCH_ARGS)
 
 $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

@@ -1,0 +1,165 @@
+"""Where the service's CPU goes, tracing off and on: py-spy samples under wrk load, per request.
+
+py-spy (`--gil`: only the thread holding the GIL is sampled, so time spent waiting for it does
+not count) records each service while wrk drives it; every figure is milliseconds of GIL-holding
+time per answered request: samples of stacks containing the frame × sampling interval / requests.
+Used by `python bench/service_overhead.py --profile`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["profile_targets"]
+
+RATE = 250  # samples per second
+# (what, predicate on one stack: thread name first, then frames outermost first)
+Stack = list[str]
+BREAKDOWN: list[tuple[str, Callable[[Stack], bool]]] = [
+    ("whole process", lambda s: True),
+    ("main thread (event loop)", lambda s: "MainThread" in s[0]),
+    ("BatchSpanProcessor export thread", lambda s: "OtelBatch" in s[0]),
+    ("… OTLP protobuf encoding (encode_spans)", lambda s: _calls(s, "encode_spans")),
+    ("… the rest of exporting (HTTP post, batching)",
+     lambda s: "OtelBatch" in s[0] and not _calls(s, "encode_spans")),
+    ("span start (Tracer.start_span)", lambda s: _calls(s, "Tracer.start_span")),
+    ("span end (Span.end, on_end)", lambda s: _calls(s, "Span.end")),
+    ("Span.set_attribute(s) outside start/end", lambda s: _set_attribute(s)
+     and not _calls(s, "Tracer.start_span")),
+    ("SessionSpanProcessor", lambda s: _has(s, "SessionSpanProcessor.")),
+    ("telemetry payload encoding (telemetry/payload.py)", lambda s: _has(s, "telemetry/payload")),
+    ("FastAPI get_dependant per request (dependency_overrides set)",
+     lambda s: _calls(s, "get_dependant")),
+    ("pydantic schema building on the request path", lambda s: _has(s, "GenerateSchema.")),
+    ("logging (access log)", lambda s: _calls(s, "StreamHandler.emit")),
+]
+
+
+def _has(stack: Stack, text: str) -> bool:
+    return any(text in frame for frame in stack[1:])
+
+
+def _set_attribute(stack: Stack) -> bool:
+    return _calls(stack, "Span.set_attribute") or _calls(stack, "Span.set_attributes")
+
+
+def _calls(stack: Stack, name: str) -> bool:
+    """A frame of exactly this function (`Tracer.start_span`, not `NoOpTracer.start_span`)."""
+    return any(frame.startswith(name + " (") for frame in stack[1:])
+
+
+def _load(path: Path) -> list[tuple[Stack, int]]:
+    stacks = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if stack:
+            stacks.append((stack.split(";"), int(count)))
+    return stacks
+
+
+def _frame(frame: str) -> str:
+    """`name (path:line)` without the line number."""
+    return re.sub(r":\d+\)$", ")", frame)
+
+
+def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    argv = [pyspy, "record", "--pid", str(pid), "--duration", str(int(seconds) + 2),
+            "--rate", str(RATE), "--format", "raw", "--output", str(output),
+            "--nonblocking", "--threads", "--gil"]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # py-spy attaches before the load starts
+    return process
+
+
+def breakdown(profiles: Mapping[str, tuple[list[tuple[Stack, int]], int]]) -> dict[str, dict[str, float]]:
+    """ms of GIL time per request, by BREAKDOWN row and mode."""
+    ms = 1000 / RATE
+    return {
+        label: {
+            mode: sum(n for s, n in stacks if predicate(s)) * ms / requests
+            for mode, (stacks, requests) in profiles.items()
+        }
+        for label, predicate in BREAKDOWN
+    }
+
+
+def breakdown_table(cells: Mapping[str, Mapping[str, float]]) -> str:
+    lines = ["| where | off, ms/request | on, ms/request | on − off |", "|---|--:|--:|--:|"]
+    for label, by_mode in cells.items():
+        lines.append(f"| {label} | {by_mode['off']:.3f} | {by_mode['on']:.3f} "
+                     f"| {by_mode['on'] - by_mode['off']:+.3f} |")
+    return "\n".join(lines)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f} ms" if value >= 0.005 else "under 0.005 ms (too little to sample)"
+
+
+def findings(cells: Mapping[str, Mapping[str, float]]) -> str:
+    def row(prefix: str) -> Mapping[str, float]:
+        return next(v for k, v in cells.items() if k.startswith(prefix))
+
+    whole, main, export = row("whole"), row("main thread"), row("BatchSpanProcessor")
+    encode, start, deps = row("… OTLP protobuf"), row("span start"), row("FastAPI get_dependant")
+    added = whole["on"] - whole["off"]
+    lines = [
+        f"- Tracing adds {added:.2f} ms of GIL time per request ({added / whole['off']:.0%} "
+        f"over off). {export['on']:.2f} ms of it is the BatchSpanProcessor's export thread, "
+        f"{encode['on']:.2f} ms of that the OTLP exporter's protobuf encoding in Python "
+        f"(`encode_spans`); the event loop's share is {main['on'] - main['off']:.2f} ms "
+        f"(span start {start['on']:.2f} ms). SessionSpanProcessor itself: "
+        f"{_ms(row('SessionSpanProcessor')['on'])}.",
+    ]
+    if deps["off"] > 0.05:
+        lines.append(
+            f"- Tracing or not, FastAPI's `get_dependant` runs on every request: "
+            f"{deps['off']:.2f} ms, {deps['off'] / whole['off']:.0%} of the off service's GIL "
+            "time. FastAPI re-analyses every sub-dependency's signature per request whenever "
+            "`app.dependency_overrides` is non-empty, and `create_app(settings)` (which "
+            "`python -m service serve` calls) puts `get_settings` there."
+        )
+    return "\n".join(lines)
+
+
+def self_table(profiles: Mapping[str, tuple[list[tuple[Stack, int]], int]], top: int) -> str:
+    ms = 1000 / RATE
+    per_mode: dict[str, Counter[str]] = {}
+    for mode, (stacks, requests) in profiles.items():
+        counter: Counter[str] = Counter()
+        for stack, n in stacks:
+            counter[_frame(stack[-1])] += n
+        per_mode[mode] = Counter({k: v * ms / requests for k, v in counter.items()})
+    off, on = per_mode["off"], per_mode["on"]
+    delta = sorted(set(off) | set(on), key=lambda k: off.get(k, 0) - on.get(k, 0))[:top]
+    lines = ["| function (self time) | off | on | on − off |", "|---|--:|--:|--:|"]
+    for key in delta:
+        lines.append(f"| `{key}` | {off.get(key, 0):.3f} | {on.get(key, 0):.3f} "
+                     f"| {on.get(key, 0) - off.get(key, 0):+.3f} |")
+    return "\n".join(lines)
+
+
+def profile_targets(
+    targets: Mapping[str, Any], run_wrk: Callable[[Any, float], dict[str, Any]],
+    seconds: float, workdir: Path,
+) -> str:
+    """Profile each target under `seconds` of load; the markdown tables."""
+    profiles = {}
+    for mode, target in targets.items():
+        output = workdir / f"pyspy-{mode}.txt"
+        recorder = record(target.service.process.pid, seconds, output)
+        result = run_wrk(target, seconds)
+        recorder.wait(timeout=seconds + 60)
+        profiles[mode] = (_load(output), int(result["requests"]))
+        print(f"profiled {mode}: {result['requests']} requests", file=sys.stderr)
+    cells = breakdown(profiles)
+    return (f"{breakdown_table(cells)}\n\n{findings(cells)}\n\nThe functions whose own (self) "
+            f"time grows most with tracing on:\n\n{self_table(profiles, 15)}\n")

@@ -1,0 +1,131 @@
+"""Generate spans as fast as one Python thread can, through the SDK's export path; print JSON.
+
+The tracing setup is the one the service uses (telemetry.configure_tracing): a TracerProvider
+with SessionSpanProcessor first, then a BatchSpanProcessor, which reads OTEL_BSP_* itself, in
+front of the OTLP/HTTP protobuf exporter (or, with `--endpoint none`, a no-op exporter). Spans
+come in traces of `--trace-size`: a run span and LLM-call children, each trace under its own
+bound caller, as one request binds one. An exporter wrapper counts what reached the exporter,
+what it reported as failed, and the CPU time spent exporting, so the result says whether the
+SDK dropped anything (created - exported - failed) and where the process's time went.
+
+Run by bench/pipeline_throughput.py in its own process, so its CPU time is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from telemetry import CallerContext, bind_caller, configure_tracing, derive_user_session_id
+
+SESSIONS = 100
+
+
+class CountingExporter(SpanExporter):
+    """Passes batches on to `inner` (or nowhere), counting spans and the export's CPU time."""
+
+    def __init__(self, inner: SpanExporter | None) -> None:
+        self.inner = inner
+        self.exported = 0
+        self.failed = 0
+        self.calls = 0
+        self.cpu = 0.0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        started = time.thread_time()
+        result = SpanExportResult.SUCCESS if self.inner is None else self.inner.export(spans)
+        self.cpu += time.thread_time() - started
+        self.calls += 1
+        if result is SpanExportResult.SUCCESS:
+            self.exported += len(spans)
+        else:
+            self.failed += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        if self.inner is not None:
+            self.inner.shutdown()
+
+
+def callers() -> list[CallerContext]:
+    """Callers of SESSIONS conversations, built before the clock starts."""
+    return [
+        CallerContext(
+            billing_account_id="bench",
+            user_id=f"user-{i % 10}",
+            session_id=derive_user_session_id("bench", f"conversation-{i}"),
+            request_id=f"req-{i}",
+            run_id=f"run-{i}",
+            trigger="user",
+            graph_id="builtin:chat",
+        )
+        for i in range(SESSIONS)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--endpoint", required=True, help="OTLP/HTTP traces URL, or 'none'")
+    parser.add_argument("--header", action="append", default=[], help="NAME=VALUE, repeatable")
+    parser.add_argument("--spans", type=int, required=True)
+    parser.add_argument("--trace-size", type=int, default=10)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    inner = None
+    if args.endpoint != "none":
+        headers = dict(h.split("=", 1) for h in args.header)
+        inner = OTLPSpanExporter(endpoint=args.endpoint, headers=headers)
+    exporter = CountingExporter(inner)
+    provider = configure_tracing(service_name="bench-pipeline", exporter=exporter)
+    tracer = provider.get_tracer("bench.pipeline")
+    bound = callers()
+    children = args.trace_size - 1
+    traces, rest = divmod(args.spans, args.trace_size)
+    if rest:
+        parser.error("--spans must be a multiple of --trace-size")
+
+    started_at = time.time()
+    wall, cpu, process = time.perf_counter(), time.thread_time(), time.process_time()
+    for index in range(traces):
+        with bind_caller(bound[index % SESSIONS]), tracer.start_as_current_span("run builtin:chat"):
+            for _ in range(children):
+                span = tracer.start_span("chat offline-echo")
+                span.set_attribute("gen_ai.operation.name", "chat")
+                span.set_attribute("gen_ai.request.model", "offline-echo")
+                span.set_attribute("gen_ai.usage.input_tokens", 12)
+                span.set_attribute("gen_ai.usage.output_tokens", 20)
+                span.end()
+    created, main_cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    provider.force_flush(timeout_millis=300_000)
+    flushed = time.perf_counter() - wall
+    provider.shutdown()
+    process_cpu = time.process_time() - process
+    result = {
+        "spans": args.spans,
+        "traces": traces,
+        "exported": exporter.exported,
+        "failed": exporter.failed,
+        "dropped": args.spans - exporter.exported - exporter.failed,
+        "export_calls": exporter.calls,
+        "started_at": started_at,
+        "create_s": created,
+        "flush_s": flushed,
+        "main_cpu_s": main_cpu,
+        "export_cpu_s": exporter.cpu,
+        "process_cpu_s": process_cpu,
+    }
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
