@@ -118,13 +118,15 @@ def analysis(grouped: Mapping[str, list[Any]]) -> str:
         )
         mine = us["sdk-col-sink"]
         alone = us.get("sdk", {}).get("generator main")
+        encode = _median(full, lambda r: r.generator["encode_s_per_span"] * 1e6)
         lines.append(
             f"- Inside the generator, exporting costs {mine['generator export']:.0f} µs of CPU "
             f"per span, creating it {mine['generator main']:.0f} µs"
             + (f" ({alone:.0f} µs with nothing exporting: the export thread takes the GIL from "
                "the thread creating spans, and both pay for the switches)" if alone else "")
-            + ". The export is the OTLP exporter's protobuf encoding in Python "
-            "(`encode_spans`), on the export thread, under the same GIL as the application."
+            + f". Of the export, {encode:.0f} µs per span is the OTLP exporter's protobuf "
+            "encoding in Python (`encode_spans` and serialisation, timed alone on one batch "
+            "after the run): it runs on the export thread, under the same GIL as the application."
         )
     if {"sdk-col", "sdk-col-null", "sdk-col-sink"} <= us.keys():
         lines.append(
