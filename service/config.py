@@ -166,7 +166,7 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process's settings, read once; tests override with app.dependency_overrides."""
+    """The process's settings, read once; `create_app(settings)` puts others on app.state."""
     return Settings()
 
 

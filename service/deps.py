@@ -30,6 +30,7 @@ __all__ = [
     "RequestIdDep",
     "SchedulerAuthDep",
     "SettingsDep",
+    "get_app_settings",
     "json_body",
     "openapi_body",
 ]
@@ -38,7 +39,16 @@ _M = TypeVar("_M", bound=BaseModel)
 MAX_BODY_BYTES = 1_000_000
 _BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was built with (`create_app`), else the process's."""
+    settings = getattr(request.app.state, "settings", None)
+    return settings if isinstance(settings, Settings) else get_settings()
+
+
+# Read from app.state rather than through app.dependency_overrides: any
+# override makes FastAPI re-analyse every dependency's signature on every
+# request (bench/results/service_profile.md: 18% of the service's CPU).
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
 def get_services(request: Request) -> Services:

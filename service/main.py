@@ -83,8 +83,7 @@ def create_app(
             _close_provider(provider, shutdown=owns_provider)
 
     app = FastAPI(title="sessiontrace", version=_package_version() or "0", lifespan=lifespan)
-    if settings is not None:
-        app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = resolved
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
