@@ -153,11 +153,13 @@ class Workspace:
         wait_for_http(handle.health_url, process)
         return handle
 
-    def service(self, *, name: str, otlp_endpoint: str, **overrides: str) -> ServiceHandle:
-        """`python -m service serve` with its own database, the offline LLM provider and the
+    def service(
+        self, *, name: str, database_url: str, otlp_endpoint: str, **overrides: str
+    ) -> ServiceHandle:
+        """`python -m service serve` on `database_url`, with the offline LLM provider and the
         SDK's default batch settings (devstack's 200 ms export delay is for demos)."""
         env = service_env(
-            database_url=f"sqlite:///{self.path(f'{name}.db')}",
+            database_url=database_url,
             scheduler_token="bench-scheduler-token-0123456789",
             otlp_endpoint=otlp_endpoint,
             LLM_BASE_URL="",

@@ -88,7 +88,7 @@ def verify(
     if traces.sessions != {on.session_id} or traces.users != {on.account.user_id}:
         problems.append(f"sessions {traces.sessions} and users {traces.users} at the sink; "
                         f"expected only {on.session_id} of {on.account.user_id}")
-    log = on.service.log()
+    log = on.logs()
     answered, _ = answered_runs(log)
     # A request in flight when a round's time is up is abandoned by wrk: if its run completed,
     # its trace is there but no 200 was logged; if its body was not read yet, there is only a

@@ -1,13 +1,14 @@
 """Service overhead: builtin:chat runs over real HTTP with tracing off and on, in one run.
 
-Two service processes (`python -m service serve`, uvicorn, offline LLM provider, each its own
-SQLite database and user) run side by side with the same settings but one: the first has
-OTEL_SDK_DISABLED=true, the second exports over OTLP/HTTP to the real collector
-(otel-collector.yaml), which forwards to the development sink. Both are pointed at the collector,
-so "off" is the SDK switch alone. wrk (C, event loop, one thread) sends POST /api/v1/ai/chat as
-a user with an API key, at a fixed number of connections, in rounds off, on, off, on, ...
-after an untimed warm-up of each. After every "on" round the run waits until the collector has
-sent everything, so no round pays for the previous one's export.
+The service (`python -m service serve`: uvicorn, offline LLM provider, SQLite) runs with the
+same settings in both modes but one: "off" has OTEL_SDK_DISABLED=true, "on" exports over
+OTLP/HTTP to the real collector (otel-collector.yaml), which forwards to the development sink.
+Both point at the collector, so "off" is the SDK switch alone; each mode has its own database
+and user. Rounds alternate off, on, off, on, ...; every round starts a fresh service process
+(so no process keeps a lucky or unlucky place on the shared machine for the whole run), warms
+it up untimed, measures, then stops it, which flushes its spans, and waits until the collector
+has sent everything, so no round pays for another's export. The load is wrk (C, one event-loop
+thread): POST /api/v1/ai/chat as the user, with an API key, at a fixed number of connections.
 
 Checked (also in --quick), the run fails otherwise: wrk saw no error; the collector's span count
 did not move during any "off" round and no span of the "off" user reached the sink; every
@@ -36,10 +37,10 @@ import httpx
 
 from devstack.delivery import collector_counters, wait_for_export
 from devstack.demo import DemoAccount, provision_demo
-from devstack.stack import CollectorHandle, ServiceHandle
+from devstack.stack import CollectorHandle, ServiceHandle, SinkHandle
 
 from common import RESULTS_DIR, cpu_seconds, write_results
-from local_stack import build_collector, workspace
+from local_stack import Workspace, build_collector, workspace
 from service_checks import exported_traces, verify
 from service_profile import profile_targets
 from service_report import profile_report, report
@@ -48,17 +49,30 @@ RESULTS = RESULTS_DIR / "service_overhead.md"
 PROFILE = RESULTS_DIR / "service_profile.md"
 WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_chat.lua"
 STATE_KEY = "bench-conversation"
-SETTLE_SECONDS = 6.0  # longer than the SDK's 5 s export delay: the last partial batch is out
 
 
 @dataclass
 class Target:
-    """One service under test and what the benchmark knows about it."""
+    """One mode's service: its database and user, and every process started for it."""
 
-    mode: str  # "off" or "on"
-    service: ServiceHandle
+    mode: str  # "off" or "on" (or a variant's name)
+    database_url: str
     account: DemoAccount
+    env: dict[str, str] = field(default_factory=dict)  # the service's extra variables
     session_id: str = ""
+    services: list[ServiceHandle] = field(default_factory=list)
+
+    @property
+    def exports(self) -> bool:
+        return self.env.get("OTEL_SDK_DISABLED") != "true"
+
+    @property
+    def service(self) -> ServiceHandle:
+        """The process started last."""
+        return self.services[-1]
+
+    def logs(self) -> str:
+        return "".join(service.log() for service in self.services)
 
 
 @dataclass
@@ -110,39 +124,62 @@ def run_wrk(wrk: str, target: Target, seconds: float, connections: int) -> dict[
 
 
 def measure(
-    wrk: str, target: Target, pids: dict[str, int], seconds: float, connections: int,
-    collector: CollectorHandle,
+    wrk: str, target: Target, stack: Stack, args: argparse.Namespace
 ) -> Round:
+    """A fresh service process: warm-up, a measured wrk run, stop (which flushes), drain."""
+    accepted = collector_counters(stack.collector.metrics_url).accepted
+    service = launch(target, stack)
+    run_wrk(wrk, target, args.warmup, args.connections)
+    pids = {"service": service.process.pid, "collector": stack.collector.process.pid,
+            "sink": stack.sink.process.pid}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    accepted = collector_counters(collector.metrics_url).accepted
-    result = run_wrk(wrk, target, seconds, connections)
+    result = run_wrk(wrk, target, args.duration, args.connections)
     after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     cpu["wrk"] = (after_children.ru_utime + after_children.ru_stime
                   - children.ru_utime - children.ru_stime)
-    if target.mode == "on":
-        wait_for_export(collector, settle=SETTLE_SECONDS, timeout=120)
+    service.stop()
+    if target.exports:
+        wait_for_export(stack.collector, timeout=120)
     else:
-        time.sleep(1.0)  # an "off" service exporting anyway would show within the round + 1 s
-    delta = collector_counters(collector.metrics_url).accepted - accepted
+        time.sleep(1.0)  # the "off" process has exited: anything it sent has arrived by now
+    delta = collector_counters(stack.collector.metrics_url).accepted - accepted
     return Round(target.mode, result, cpu, delta)
 
 
-def start_target(space: Any, mode: str, collector: CollectorHandle) -> Target:
-    overrides = {"OTEL_SDK_DISABLED": "true"} if mode == "off" else {}
-    service = space.service(name=f"service-{mode}", otlp_endpoint=collector.otlp_http_url,
-                            **overrides)
-    account = provision_demo(service.database_url, billing_account=f"bench-{mode}",
-                             user=f"bench-{mode}-user")
-    target = Target(mode, service, account)
-    with httpx.Client(base_url=service.url, timeout=30) as client:
-        body = {"messages": [{"role": "user", "content": "hello"}], "stateKey": STATE_KEY}
-        headers = {"Authorization": f"Bearer {account.api_key}"}
-        response = client.post("/api/v1/ai/chat", json=body, headers=headers)
-        response.raise_for_status()
-        target.session_id = response.json()["sessionId"]
-    return target
+@dataclass
+class Stack:
+    """The processes every round shares."""
+
+    space: Workspace
+    sink: SinkHandle
+    collector: CollectorHandle
+
+
+def provision(stack: Stack, mode: str, env: dict[str, str], *, user: str = "") -> Target:
+    """A database with a billing account and a user for `mode`, made with the service's CLI."""
+    database_url = f"sqlite:///{stack.space.path('service.db')}"
+    user = user or f"bench-{mode}"
+    account = provision_demo(database_url, billing_account=user, user=f"{user}-user")
+    return Target(mode, database_url, account, env)
+
+
+def launch(target: Target, stack: Stack) -> ServiceHandle:
+    """Start a service process for `target`; the first one also learns the session id."""
+    service = stack.space.service(
+        name="service", database_url=target.database_url,
+        otlp_endpoint=stack.collector.otlp_http_url, **target.env,
+    )
+    target.services.append(service)
+    if not target.session_id:
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            body = {"messages": [{"role": "user", "content": "hello"}], "stateKey": STATE_KEY}
+            headers = {"Authorization": f"Bearer {target.account.api_key}"}
+            response = client.post("/api/v1/ai/chat", json=body, headers=headers)
+            response.raise_for_status()
+            target.session_id = response.json()["sessionId"]
+    return service
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: one short pair of rounds")
     parser.add_argument("--rounds", type=int, help="pairs of rounds (off, on)")
     parser.add_argument("--duration", type=float, help="seconds per round")
-    parser.add_argument("--warmup", type=float, help="seconds of untimed load per service first")
+    parser.add_argument("--warmup", type=float, help="seconds of untimed load before each round")
     parser.add_argument("--connections", type=int, default=8, help="wrk's open connections")
     parser.add_argument("--output", type=Path, help=f"markdown file (full run default: {RESULTS})")
     parser.add_argument("--profile", action="store_true",
@@ -158,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 6)
     args.duration = args.duration or (2.0 if args.quick else 15.0)
-    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 5.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
 
     wrk = ensure_wrk()
     build_collector()
@@ -167,16 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         collector = space.collector(
             destination=sink.url, public_key=sink.public_key, secret_key=sink.secret_key
         )
-        targets = {mode: start_target(space, mode, collector) for mode in ("off", "on")}
-        pids = {
-            "service": 0,
-            "collector": collector.process.pid,
-            "sink": sink.process.pid,
+        stack = Stack(space, sink, collector)
+        targets = {
+            "off": provision(stack, "off", {"OTEL_SDK_DISABLED": "true"}),
+            "on": provision(stack, "on", {}),
         }
-        for target in targets.values():
-            run_wrk(wrk, target, args.warmup, args.connections)
-        wait_for_export(collector, settle=SETTLE_SECONDS, timeout=120)
         if args.profile:
+            for target in targets.values():
+                launch(target, stack)
+                run_wrk(wrk, target, args.warmup, args.connections)
             tables = profile_targets(
                 targets, lambda t, s: run_wrk(wrk, t, s, args.connections),
                 args.duration, space.root,
@@ -187,16 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         rounds: list[Round] = []
         for index in range(args.rounds):
             for mode in ("off", "on"):
-                target = targets[mode]
-                pids["service"] = target.service.process.pid
-                rounds.append(measure(wrk, target, pids, args.duration, args.connections,
-                                      collector))
+                rounds.append(measure(wrk, targets[mode], stack, args))
                 print(f"round {index + 1}/{args.rounds} {mode}: {rounds[-1].rps:,.1f} req/s",
                       file=sys.stderr)
         traces = exported_traces(sink.db)
         counters = collector_counters(collector.metrics_url)
+        # Every round has two wrk runs (warm-up, measured), each may abandon requests.
         problems = verify(rounds, targets, traces, counters, connections=args.connections,
-                          wrk_runs=len(rounds) + len(targets))
+                          wrk_runs=2 * len(rounds))
         if problems:
             print("the two modes did not do what they claim:", *problems, sep="\n  ",
                   file=sys.stderr)

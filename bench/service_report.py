@@ -79,10 +79,10 @@ def checks(
     targets: Mapping[str, Any], traces: ExportedTraces, counters: CollectorCounters
 ) -> str:
     on = targets["on"]
-    answered, disconnects = answered_runs(on.service.log())
+    answered, disconnects = answered_runs(on.logs())
     shapes = ", ".join(f"{n} × {size} spans" for size, n in sorted(traces.spans_per_trace.items()))
     lines = [
-        f"- on: the service answered {answered:,} chat runs (warm-up and rounds); the sink holds "
+        f"- on: the service answered {answered:,} chat runs (warm-ups and rounds); the sink holds "
         f"{traces.stamped:,} traces ({shapes}) in which every span carries session.id "
         f"`{on.session_id}` and user.id `{on.account.user_id}`; {traces.spans:,} spans in all, "
         f"what the collector accepted and sent ({counters.sent:,}), none failed; no "
@@ -121,12 +121,14 @@ def report(
 - Python {platform.python_version()}; {package_versions(PACKAGES)};
   collector {collector_version()} (bin/otelcol, otel-collector.yaml, production settings);
   service/ and telemetry/ at {git_revision("service", "telemetry")}
-- Two `python -m service serve` processes (one uvicorn worker each, offline LLM provider,
-  SQLite), identical but for `OTEL_SDK_DISABLED=true` on the off one; the on one exports with the
-  SDK's default BatchSpanProcessor settings to the real collector, which sends to the development
-  sink (Langfuse's contract). Load: `wrk -t1 -c{args.connections}`, `POST /api/v1/ai/chat`
-  (`builtin:chat`, one user, one stateKey), {args.rounds} pairs of {args.duration:g} s rounds
-  off, on, off, on, ... after {args.warmup:g} s of warm-up each; medians over rounds.
+- `python -m service serve` (one uvicorn worker, offline LLM provider, SQLite), identical in
+  both modes but for `OTEL_SDK_DISABLED=true` when off; on, it exports with the SDK's default
+  BatchSpanProcessor settings to the real collector, which sends to the development sink
+  (Langfuse's contract). Load: `wrk -t1 -c{args.connections}`, `POST /api/v1/ai/chat`
+  (`builtin:chat`, one user, one stateKey). {args.rounds} pairs of rounds off, on, off, on, ...;
+  each round starts a fresh service process, warms it up for {args.warmup:g} s untimed, measures
+  {args.duration:g} s, stops it (flushing its spans) and waits for the collector to send them;
+  medians over rounds.
 - wrk is a closed loop at a fixed {args.connections} connections: it measures the most the service
   can serve, and latency there is mostly queueing (p50 ≈ connections / throughput). Being C
   with one event-loop thread, it uses a fraction of a core (last column), leaving the service

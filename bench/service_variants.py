@@ -1,0 +1,177 @@
+"""Candidate changes to service/ or telemetry/, measured before anyone makes them: an A/B run.
+
+Each variant is a copy of the working tree's service/ and telemetry/ in a temporary directory,
+with a few regular-expression replacements applied (each must match exactly once, or the run
+stops: the code has moved on and the variant needs updating), started as
+`python -m service serve` with PYTHONSAFEPATH=1 and PYTHONPATH pointing at the copy, plus its
+environment. Rounds run every variant once, in a rotating order, each in a fresh process
+(warm-up, measured wrk run, stop, drain: `service_overhead.measure`); medians. The repository
+is never changed. Not part of `make bench`: run it when weighing a suggestion.
+
+Usage: python bench/service_variants.py [--quick] [--rounds R] [--duration S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack.delivery import collector_counters
+
+from common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    command_line,
+    git_revision,
+    machine_line,
+    utc_now,
+    write_results,
+)
+from local_stack import build_collector, workspace
+from service_checks import exported_traces
+from service_overhead import Round, Stack, Target, ensure_wrk, measure, provision
+
+RESULTS = RESULTS_DIR / "service_variants.md"
+BIG_BATCH = {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048", "OTEL_BSP_MAX_QUEUE_SIZE": "8192"}
+# The FastAPI/ASGI instrumentation call in create_app: without it the run span is the root.
+NO_SERVER_SPAN = ("service/main.py",
+                  r"    FastAPIInstrumentor\.instrument_app\(\n(?:        .*\n)*?    \)\n", "")
+
+# What b6ab3a7 removed, put back: any dependency override makes FastAPI re-analyse every
+# dependency's signature on every request. Kept as the measure of what that change bought.
+OVERRIDE_RESTORED = ("service/main.py", r"    app\.state\.settings = resolved\n",
+                     "    app.state.settings = resolved\n"
+                     "    app.dependency_overrides[get_settings] = lambda: resolved\n")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A name, the service's extra variables, (path, pattern, replacement) edits, and in words."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    patches: tuple[tuple[str, str, str], ...] = ()
+    what: str = ""
+
+
+VARIANTS = [
+    Variant("off", {"OTEL_SDK_DISABLED": "true"}),
+    Variant("off, before b6ab3a7 (dependency_overrides set)", {"OTEL_SDK_DISABLED": "true"},
+            (OVERRIDE_RESTORED,), "`app.dependency_overrides[get_settings]` set again"),
+    Variant("on (as committed)", what="the service as it is"),
+    Variant("on, export batch 2048", BIG_BATCH),
+    Variant("on, no FastAPI instrumentation (no HTTP server span)", patches=(NO_SERVER_SPAN,),
+            what="`FastAPIInstrumentor.instrument_app(...)` removed from `create_app`"),
+    Variant("on, no FastAPI instrumentation, export batch 2048", BIG_BATCH, (NO_SERVER_SPAN,),
+            what="both of the above"),
+]
+
+
+def materialise(variant: Variant, root: Path) -> dict[str, str]:
+    """Copy service/ and telemetry/ under `root`, apply the patches; the variables to run it."""
+    for package in ("service", "telemetry"):
+        shutil.copytree(REPO_ROOT / package, root / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for path, pattern, replacement in variant.patches:
+        target = root / path
+        text, count = re.subn(pattern, replacement, target.read_text())
+        if count != 1:
+            raise SystemExit(f"{variant.name}: {pattern!r} matched {path} {count} times, not once")
+        target.write_text(text)
+    return {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(root), **variant.env}
+
+
+def table(rounds: list[Round], names: list[str]) -> str:
+    def median(name: str, value: Callable[[Round], float]) -> float:
+        return float(statistics.median(value(r) for r in rounds if r.mode == name))
+
+    off_rps = median(names[0], lambda r: r.rps)
+    off_cpu = median(names[0], lambda r: r.cpu["service"] / r.wrk["requests"] * 1e3)
+    lines = ["| variant | req/s | ratio to off | service CPU ms/request | added vs off |",
+             "|---|--:|--:|--:|--:|"]
+    for name in names:
+        rps = median(name, lambda r: r.rps)
+        cpu = median(name, lambda r: r.cpu["service"] / r.wrk["requests"] * 1e3)
+        lines.append(f"| {name} | {rps:,.1f} | {rps / off_rps:.3f} | {cpu:.2f} "
+                     f"| {cpu - off_cpu:+.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: one short round")
+    parser.add_argument("--rounds", type=int, help="rounds of every variant")
+    parser.add_argument("--duration", type=float, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, help="untimed seconds before each run")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--output", type=Path, help=f"markdown file (full run default: {RESULTS})")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 4)
+    args.duration = args.duration or (2.0 if args.quick else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0)
+
+    wrk = ensure_wrk()
+    build_collector()
+    with workspace("variants") as space:
+        sink = space.sink()
+        collector = space.collector(
+            destination=sink.url, public_key=sink.public_key, secret_key=sink.secret_key
+        )
+        stack = Stack(space, sink, collector)
+        targets: list[Target] = []
+        for index, variant in enumerate(VARIANTS):
+            env = materialise(variant, space.path(f"variant-{index}"))
+            targets.append(provision(stack, variant.name, env, user=f"bench-variant-{index}"))
+        rounds: list[Round] = []
+        for index in range(args.rounds):
+            shift = index % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                rounds.append(measure(wrk, target, stack, args))
+                print(f"round {index + 1}/{args.rounds} {target.mode}: "
+                      f"{rounds[-1].rps:,.1f} req/s", file=sys.stderr)
+        users = exported_traces(sink.db).users
+        problems = [f"{r.mode}: wrk errors {r.wrk}" for r in rounds if r.errors]
+        for target in targets:
+            if (target.account.user_id in users) != target.exports:
+                state = "did not reach" if target.exports else "reached"
+                problems.append(f"{target.mode}: its spans {state} the sink")
+        if collector_counters(collector.metrics_url).failed:
+            problems.append("the collector failed to send spans")
+        if problems:
+            print("variants did not run as intended:", *problems, sep="\n  ", file=sys.stderr)
+            return 1
+    names = [variant.name for variant in VARIANTS]
+    patches = "\n".join(
+        f"- {v.name}: "
+        + "; ".join([*(f"`{k}={val}`" for k, val in v.env.items()), *([v.what] if v.what else [])])
+        for v in VARIANTS
+    )
+    text = f"""# Service variants: candidate changes, measured side by side
+
+`{command_line("service_variants.py")}`, {utc_now()}.
+
+- Machine: {machine_line()}; shared with other sessions' tests.
+- service/ and telemetry/ at {git_revision("service", "telemetry")}, copied per variant and patched
+  in a temporary directory (the repository is not changed).
+- {args.rounds} round(s); each round runs every variant once in a rotating order, each run a
+  fresh `python -m service serve` process: {args.warmup:g} s warm-up, {args.duration:g} s of
+  `wrk -t1 -c{args.connections}` on `POST /api/v1/ai/chat`, stop, drain. Medians.
+
+{table(rounds, names)}
+
+Variants:
+
+{patches}
+"""
+    write_results(text, args.output or (None if args.quick else RESULTS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
