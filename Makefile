@@ -27,7 +27,7 @@ test: install
 
 # One mypy run per folder: the test folders each have a conftest.py.
 typecheck: install
-	for d in telemetry service devstack tests/unit tests/api tests/integration; do \
+	for d in telemetry service devstack tests/conftest.py tests/unit tests/api tests/integration; do \
 		$(PY) -m mypy --strict $$d || exit 1; done
 
 lock: $(VENV)/.installed

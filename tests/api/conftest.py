@@ -44,16 +44,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def session_processor() -> SessionSpanProcessor:
-    return SessionSpanProcessor(strict=True)
-
-
-@pytest.fixture
 def tracer_provider(
     exporter: InMemorySpanExporter, session_processor: SessionSpanProcessor
 ) -> Iterator[TracerProvider]:

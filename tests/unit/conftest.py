@@ -14,16 +14,6 @@ from telemetry import CallerContext, SessionSpanProcessor, derive_user_session_i
 
 
 @pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def session_processor() -> SessionSpanProcessor:
-    return SessionSpanProcessor(strict=True)
-
-
-@pytest.fixture
 def provider(
     exporter: InMemorySpanExporter, session_processor: SessionSpanProcessor
 ) -> TracerProvider:
