@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -123,3 +126,19 @@ async def app_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The one JSON object a successful CLI command printed on stdout."""
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    parsed: dict[str, Any] = json.loads(line)
+    return parsed
+
+
+def failed(result: subprocess.CompletedProcess[str]) -> str:
+    """The error message a failed CLI command printed on stderr (and nothing on stdout)."""
+    assert result.returncode != 0
+    assert result.stdout == ""
+    message: str = json.loads(result.stderr.strip().splitlines()[-1])["error"]
+    return message

@@ -9,10 +9,8 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +18,16 @@ from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from api_support import SCHEDULER_TOKEN, chat_body, run_body, scheduler_headers, user_headers
+from api_support import (
+    SCHEDULER_TOKEN,
+    chat_body,
+    failed,
+    ok,
+    run_body,
+    scheduler_headers,
+    user_headers,
+    wait_until,
+)
 from service.config import Settings
 from service.main import create_app
 
@@ -51,21 +58,6 @@ def cli(cli_env: dict[str, str], tmp_path: Path) -> Cli:
         )
 
     return run
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert len(lines) == 1, result.stdout
-    parsed: dict[str, Any] = json.loads(lines[0])
-    return parsed
-
-
-def failed(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0
-    assert result.stdout == ""
-    message: str = json.loads(result.stderr.strip().splitlines()[-1])["error"]
-    return message
 
 
 def test_cli_creates_an_account_a_user_and_a_grant_the_service_then_accepts(
@@ -191,7 +183,7 @@ def test_serve_announces_its_address_and_serves_until_interrupted(
         assert process.stdout is not None
         announced = json.loads(process.stdout.readline())
         assert announced == {"serving": f"http://127.0.0.1:{port}"}
-        assert _wait_until(lambda: _ready(f"{announced['serving']}/readyz"), timeout=20), (
+        assert wait_until(lambda: _ready(f"{announced['serving']}/readyz"), timeout=20), (
             "service never became ready"
         )
     finally:
@@ -212,12 +204,3 @@ def _ready(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False

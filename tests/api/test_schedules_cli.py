@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from api_support import SCHEDULER_TOKEN, Seed, free_port, wait_until
+from api_support import SCHEDULER_TOKEN, Seed, failed, free_port, ok, wait_until
 from service.config import Settings
 from telemetry import derive_schedule_session_id
 
@@ -100,20 +98,6 @@ def served(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     assert process.returncode == 0, output_text
     assert "scheduler started: 2 schedule(s)" in output_text
     assert "scheduler stopped" in output_text
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert result.returncode == 0, result.stderr
-    (line,) = result.stdout.splitlines()
-    parsed: dict[str, Any] = json.loads(line)
-    return parsed
-
-
-def failed(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0
-    assert result.stdout == ""
-    message: str = json.loads(result.stderr.strip().splitlines()[-1])["error"]
-    return message
 
 
 def test_schedules_list_prints_each_schedule_with_its_next_firing_time(
