@@ -22,6 +22,7 @@ __all__ = [
     "http_ok",
     "python_module",
     "start_process",
+    "start_ready",
     "wait_for_http",
     "wait_until",
 ]
@@ -155,6 +156,28 @@ def wait_for_http(url: str, process: ManagedProcess, timeout: float = 30.0) -> N
         return http_ok(url)
 
     wait_until(ready, timeout, message=lambda: f"{url}\n{process.describe()}")
+
+
+def start_ready(
+    name: str,
+    argv: Sequence[str],
+    *,
+    ready_url: str,
+    log_path: Path,
+    timeout: float = 30.0,
+    env: Mapping[str, str | None] | None = None,
+    own_process_group: bool = False,
+) -> ManagedProcess:
+    """`start_process`, then `wait_for_http(ready_url)`; a process that never gets ready is stopped."""
+    process = start_process(
+        name, argv, log_path=log_path, env=env, own_process_group=own_process_group
+    )
+    try:
+        wait_for_http(ready_url, process, timeout)
+    except BaseException:
+        process.stop()
+        raise
+    return process
 
 
 def free_port(host: str = "127.0.0.1") -> int:

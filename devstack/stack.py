@@ -13,8 +13,7 @@ from devstack.processes import (
     ManagedProcess,
     free_port,
     python_module,
-    start_process,
-    wait_for_http,
+    start_ready,
 )
 from devstack.sink import DEV_PUBLIC_KEY, DEV_SECRET_KEY
 
@@ -85,19 +84,16 @@ def start_sink(
 ) -> SinkHandle:
     """Start `python -m devstack.sink` and wait until it answers."""
     port = port or free_port()
-    process = start_process(
+    url = f"http://127.0.0.1:{port}"
+    process = start_ready(
         "devsink",
         python_module("devstack.sink", "--host", "127.0.0.1", "--port", str(port), "--db", str(db)),
+        ready_url=url + "/_dev/health",
         log_path=log_path,
+        timeout=timeout,
         env={"DEVSINK_PUBLIC_KEY": public_key, "DEVSINK_SECRET_KEY": secret_key},
         own_process_group=own_process_group,
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(url + "/_dev/health", process, timeout)
-    except BaseException:
-        process.stop()
-        raise
     return SinkHandle(process, url, db, public_key, secret_key)
 
 
@@ -190,20 +186,15 @@ def _launch(
     *,
     own_process_group: bool,
 ) -> ManagedProcess:
-    process = start_process(
+    return start_ready(
         "otelcol",
         [str(binary), "--config", str(config)],
+        ready_url=f"http://127.0.0.1:{env['OTELCOL_HEALTH_PORT']}/",
         log_path=log_path,
+        timeout=timeout,
         env=env,
         own_process_group=own_process_group,
     )
-    health = f"http://127.0.0.1:{env['OTELCOL_HEALTH_PORT']}/"
-    try:
-        wait_for_http(health, process, timeout)
-    except BaseException:
-        process.stop()
-        raise
-    return process
 
 
 # Variables of the parent shell that would send the service's spans elsewhere, or nowhere.
@@ -272,17 +263,14 @@ def start_service(
 ) -> ServiceHandle:
     """Start the service on 127.0.0.1 and wait until /readyz answers."""
     port = port or free_port()
-    process = start_process(
+    url = f"http://127.0.0.1:{port}"
+    process = start_ready(
         "service",
         python_module("service", "serve", "--host", "127.0.0.1", "--port", str(port)),
+        ready_url=url + "/readyz",
         log_path=log_path,
+        timeout=timeout,
         env=env,
         own_process_group=own_process_group,
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(url + "/readyz", process, timeout)
-    except BaseException:
-        process.stop()
-        raise
     return ServiceHandle(process, url, env)
