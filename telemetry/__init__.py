@@ -10,6 +10,7 @@ from telemetry.context import (
     current_caller,
     require_caller,
 )
+from telemetry.exporter import DirectOTLPSpanExporter
 from telemetry.payload import (
     LLM_PAYLOAD_CAP,
     REDACTED,
@@ -38,6 +39,7 @@ __all__ = [
     "TRACE_PAYLOAD_CAP",
     "CallerContext",
     "ContextPropagatingExecutor",
+    "DirectOTLPSpanExporter",
     "MissingCallerError",
     "SessionSpanProcessor",
     "Trigger",

@@ -21,11 +21,17 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from telemetry.attributes import DEPLOYMENT_ENVIRONMENT_NAME
+from telemetry.exporter import DirectOTLPSpanExporter
 from telemetry.processor import SessionSpanProcessor
 
 __all__ = ["configure_tracing"]
 
 logger = logging.getLogger(__name__)
+
+# Which encoder the default OTLP exporter uses: "direct" (telemetry.otlp_encoder, the
+# default) or "sdk" (the SDK's own protobuf objects), should the direct one ever be in doubt.
+OTLP_ENCODER_ENV = "SESSIONTRACE_OTLP_ENCODER"
+_ENCODERS = ("direct", "sdk")
 
 
 def configure_tracing(
@@ -43,7 +49,8 @@ def configure_tracing(
     defaults for the resource; `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
     override them, so operators can rename a deployment without a code change.
     With no `exporter`, spans go to the OTLP/HTTP protobuf exporter, which reads
-    `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `..._HEADERS`, `..._TIMEOUT` itself;
+    `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `..._HEADERS`, `..._TIMEOUT` itself
+    and encodes as `SESSIONTRACE_OTLP_ENCODER` says (`direct`, the default, or `sdk`);
     the BatchSpanProcessor reads `OTEL_BSP_*`. With `OTEL_SDK_DISABLED=true` the
     provider hands out no-op tracers and nothing is exported.
 
@@ -51,6 +58,7 @@ def configure_tracing(
     """
     if not service_name:
         raise ValueError("service_name must be a non-empty string")
+    encoder = _otlp_encoder() if exporter is None else None
     defaults: dict[str, str] = {SERVICE_NAME: service_name}
     if service_version:
         defaults[SERVICE_VERSION] = service_version
@@ -65,11 +73,22 @@ def configure_tracing(
     if _sdk_disabled():
         logger.info("OTEL_SDK_DISABLED is set: tracing is off, nothing is exported")
         return provider
-    span_exporter = exporter if exporter is not None else OTLPSpanExporter()
+    span_exporter = exporter
+    if span_exporter is None:
+        span_exporter = DirectOTLPSpanExporter() if encoder == "direct" else OTLPSpanExporter()
     provider.add_span_processor(
         BatchSpanProcessor(span_exporter) if batch else SimpleSpanProcessor(span_exporter)
     )
     return provider
+
+
+def _otlp_encoder() -> str:
+    value = os.environ.get(OTLP_ENCODER_ENV, "").strip().lower() or "direct"
+    if value not in _ENCODERS:
+        raise ValueError(
+            f"{OTLP_ENCODER_ENV}={value!r} is not one of {', '.join(_ENCODERS)}"
+        )
+    return value
 
 
 def _sdk_disabled() -> bool:

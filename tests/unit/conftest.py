@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otlp_receiver import OTLPReceiver, running_otlp_receiver
 
 from telemetry import CallerContext, SessionSpanProcessor, derive_user_session_id
 
@@ -39,3 +41,10 @@ def make_caller() -> Callable[..., CallerContext]:
         return CallerContext(**fields)
 
     return make
+
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[OTLPReceiver]:
+    with running_otlp_receiver() as receiver:
+        yield receiver

@@ -1,7 +1,5 @@
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
+from otlp_receiver import OTLPReceiver
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -13,6 +11,7 @@ from telemetry import (
     derive_user_session_id,
 )
 from telemetry.attributes import DEPLOYMENT_ENVIRONMENT_NAME, SESSION_ID
+from telemetry.setup import OTLP_ENCODER_ENV
 
 
 def caller() -> CallerContext:
@@ -88,35 +87,19 @@ def test_sdk_disabled_exports_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert exporter.get_finished_spans() == ()
 
 
+@pytest.mark.parametrize("encoder", ["", "direct", "sdk"])
 def test_default_exporter_sends_protobuf_to_the_otlp_endpoint_variable(
-    monkeypatch: pytest.MonkeyPatch,
+    encoder: str, otlp_receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    received: list[tuple[str, str | None, bytes]] = []
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.url)
+    monkeypatch.setenv(OTLP_ENCODER_ENV, encoder)
+    provider = configure_tracing(service_name="svc")
+    with bind_caller(caller()):
+        provider.get_tracer("t").start_span("exported").end()
+    provider.shutdown()
 
-    class Capture(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((self.path, self.headers["Content-Type"], body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *_: object) -> None:
-            return None
-
-    server = HTTPServer(("127.0.0.1", 0), Capture)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    try:
-        provider = configure_tracing(service_name="svc")
-        with bind_caller(caller()):
-            provider.get_tracer("t").start_span("exported").end()
-        provider.shutdown()
-    finally:
-        server.shutdown()
-
-    assert len(received) == 1
-    path, content_type, body = received[0]
+    assert len(otlp_receiver.received) == 1
+    path, content_type, body = otlp_receiver.received[0]
     assert path == "/v1/traces"
     assert content_type == "application/x-protobuf"
     request = ExportTraceServiceRequest.FromString(body)
@@ -124,6 +107,14 @@ def test_default_exporter_sends_protobuf_to_the_otlp_endpoint_variable(
     attributes = {kv.key: kv.value.string_value for kv in span.attributes}
     assert span.name == "exported"
     assert attributes[SESSION_ID] == caller().session_id
+
+
+def test_an_unknown_otlp_encoder_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(OTLP_ENCODER_ENV, "json")
+    with pytest.raises(ValueError, match="SESSIONTRACE_OTLP_ENCODER='json'"):
+        configure_tracing(service_name="svc")
 
 
 def test_empty_service_name_is_refused() -> None:
