@@ -29,9 +29,9 @@ BREAKDOWN: list[tuple[str, Callable[[Stack], bool]]] = [
     ("whole process", lambda s: True),
     ("main thread (event loop)", lambda s: "MainThread" in s[0]),
     ("BatchSpanProcessor export thread", lambda s: "OtelBatch" in s[0]),
-    ("… OTLP protobuf encoding (encode_spans)", lambda s: _calls(s, "encode_spans")),
+    ("… OTLP encoding (encode_trace_request, or the SDK's encode_spans)", lambda s: _encodes(s)),
     ("… the rest of exporting (HTTP post, batching)",
-     lambda s: "OtelBatch" in s[0] and not _calls(s, "encode_spans")),
+     lambda s: "OtelBatch" in s[0] and not _encodes(s)),
     ("span start (Tracer.start_span)", lambda s: _calls(s, "Tracer.start_span")),
     ("span end (Span.end, on_end)", lambda s: _calls(s, "Span.end")),
     ("Span.set_attribute(s) outside start/end", lambda s: _set_attribute(s)
@@ -46,6 +46,10 @@ BREAKDOWN: list[tuple[str, Callable[[Stack], bool]]] = [
 
 def _has(stack: Stack, text: str) -> bool:
     return any(text in frame for frame in stack[1:])
+
+
+def _encodes(stack: Stack) -> bool:
+    return _calls(stack, "encode_trace_request") or _calls(stack, "encode_spans")
 
 
 def _set_attribute(stack: Stack) -> bool:
@@ -110,13 +114,13 @@ def findings(cells: Mapping[str, Mapping[str, float]]) -> str:
         return next(v for k, v in cells.items() if k.startswith(prefix))
 
     whole, main, export = row("whole"), row("main thread"), row("BatchSpanProcessor")
-    encode, start = row("… OTLP protobuf"), row("span start")
+    encode, start = row("… OTLP encoding"), row("span start")
     added = whole["on"] - whole["off"]
     lines = [
         f"- Tracing adds {added:.2f} ms of GIL time per request ({added / whole['off']:.0%} "
         f"over off). {export['on']:.2f} ms of it is the BatchSpanProcessor's export thread, "
-        f"{encode['on']:.2f} ms of that the OTLP exporter's protobuf encoding in Python "
-        f"(`encode_spans`); the event loop's share is {main['on'] - main['off']:.2f} ms "
+        f"{encode['on']:.2f} ms of that the OTLP encoding; the event loop's share is "
+        f"{main['on'] - main['off']:.2f} ms "
         f"(span start {start['on']:.2f} ms). SessionSpanProcessor itself: "
         f"{_ms(row('SessionSpanProcessor')['on'])}.",
         "- These are samples of one window on a shared VM: rows differ by tens of percent "

@@ -38,16 +38,9 @@ from service_checks import exported_traces
 from service_overhead import Round, Stack, Target, ensure_wrk, measure, provision
 
 RESULTS = RESULTS_DIR / "service_variants.md"
-BIG_BATCH = {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048", "OTEL_BSP_MAX_QUEUE_SIZE": "8192"}
 # The FastAPI/ASGI instrumentation call in create_app: without it the run span is the root.
 NO_SERVER_SPAN = ("service/main.py",
                   r"    FastAPIInstrumentor\.instrument_app\(\n(?:        .*\n)*?    \)\n", "")
-
-# What b6ab3a7 removed, put back: any dependency override makes FastAPI re-analyse every
-# dependency's signature on every request. Kept as the measure of what that change bought.
-OVERRIDE_RESTORED = ("service/main.py", r"    app\.state\.settings = resolved\n",
-                     "    app.state.settings = resolved\n"
-                     "    app.dependency_overrides[get_settings] = lambda: resolved\n")
 
 
 @dataclass(frozen=True)
@@ -62,14 +55,11 @@ class Variant:
 
 VARIANTS = [
     Variant("off", {"OTEL_SDK_DISABLED": "true"}),
-    Variant("off, before b6ab3a7 (dependency_overrides set)", {"OTEL_SDK_DISABLED": "true"},
-            (OVERRIDE_RESTORED,), "`app.dependency_overrides[get_settings]` set again"),
     Variant("on (as committed)", what="the service as it is"),
-    Variant("on, export batch 2048", BIG_BATCH),
+    Variant("on, the SDK's OTLP encoder", {"SESSIONTRACE_OTLP_ENCODER": "sdk"},
+            what="protobuf objects, as before telemetry.otlp_encoder"),
     Variant("on, no FastAPI instrumentation (no HTTP server span)", patches=(NO_SERVER_SPAN,),
             what="`FastAPIInstrumentor.instrument_app(...)` removed from `create_app`"),
-    Variant("on, no FastAPI instrumentation, export batch 2048", BIG_BATCH, (NO_SERVER_SPAN,),
-            what="both of the above"),
 ]
 
 

@@ -2,7 +2,8 @@
 
 The tracing setup is the one the service uses (telemetry.configure_tracing): a TracerProvider
 with SessionSpanProcessor first, then a BatchSpanProcessor, which reads OTEL_BSP_* itself, in
-front of the OTLP/HTTP protobuf exporter (or, with `--endpoint none`, a no-op exporter). Spans
+front of its OTLP/HTTP exporter, DirectOTLPSpanExporter (or, with `--endpoint none`, a no-op
+exporter). Spans
 come in traces of `--trace-size`: a run span and LLM-call children, each trace under its own
 bound caller, as one request binds one. An exporter wrapper counts what reached the exporter,
 what it reported as failed, and the CPU time spent exporting, so the result says whether the
@@ -20,12 +21,17 @@ import sys
 import time
 from collections.abc import Sequence
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from telemetry import CallerContext, bind_caller, configure_tracing, derive_user_session_id
+from telemetry import (
+    CallerContext,
+    DirectOTLPSpanExporter,
+    bind_caller,
+    configure_tracing,
+    derive_user_session_id,
+)
+from telemetry.otlp_encoder import encode_trace_request
 
 SESSIONS = 100
 
@@ -60,12 +66,12 @@ class CountingExporter(SpanExporter):
 
 
 def encoding_cost(spans: Sequence[ReadableSpan], repeats: int = 5) -> float:
-    """CPU seconds per span of the OTLP exporter's protobuf encoding alone, timed on one batch."""
+    """CPU seconds per span of the exporter's OTLP encoding alone, timed on one batch."""
     if not spans:
         return 0.0
     started = time.thread_time()
     for _ in range(repeats):
-        encode_spans(spans).SerializeToString()
+        encode_trace_request(spans)
     return (time.thread_time() - started) / (repeats * len(spans))
 
 
@@ -97,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     inner = None
     if args.endpoint != "none":
         headers = dict(h.split("=", 1) for h in args.header)
-        inner = OTLPSpanExporter(endpoint=args.endpoint, headers=headers)
+        inner = DirectOTLPSpanExporter(endpoint=args.endpoint, headers=headers)
     exporter = CountingExporter(inner)
     provider = configure_tracing(service_name="bench-pipeline", exporter=exporter)
     tracer = provider.get_tracer("bench.pipeline")
