@@ -6,8 +6,9 @@ graph run, node, LLM call). Batches of 512 spans, what the BatchSpanProcessor ha
 by default, are encoded by:
 
   sdk     encode_spans(batch).SerializePartialToString(), what OTLPSpanExporter does
-  direct  telemetry.otlp_encoder.encode_trace_request(batch), what DirectOTLPSpanExporter does
-  direct, no pair cache   the same with the cache of repeated attribute pairs turned off
+  direct  telemetry.otlp_encoder.TraceRequestEncoder().encode(batch), what
+          DirectOTLPSpanExporter does (one encoder for the run, as one per exporter)
+  direct, no pair cache   TraceRequestEncoder(reuse_pairs=False): no reuse of repeated pairs
 
 Rounds interleave the encoders after a warm-up; medians of CPU time. The run fails unless both
 encoders give the same bytes for every batch.
@@ -19,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,31 +79,19 @@ def service_spans(runs: int) -> list[Any]:
         return list(exporter.get_finished_spans())
 
 
-@contextlib.contextmanager
-def pair_cache_off() -> Iterator[None]:
-    import telemetry.otlp_encoder as encoder
-
-    cacheable = encoder._cacheable  # noqa: SLF001 - a benchmark switch, never in the service
-    encoder._cacheable = lambda value: False  # noqa: SLF001
-    try:
-        yield
-    finally:
-        encoder._cacheable = cacheable  # noqa: SLF001
-
-
-def encoders() -> dict[str, tuple[Encoder, Callable[[], contextlib.AbstractContextManager[None]]]]:
+def encoders() -> dict[str, Encoder]:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from telemetry.otlp_encoder import encode_trace_request
+    from telemetry.otlp_encoder import TraceRequestEncoder
 
     def sdk(batch: Sequence[Any]) -> bytes:
         encoded: bytes = encode_spans(batch).SerializePartialToString()
         return encoded
 
     return {
-        "sdk": (sdk, contextlib.nullcontext),
-        "direct": (encode_trace_request, contextlib.nullcontext),
-        "direct, no pair cache": (encode_trace_request, pair_cache_off),
+        "sdk": sdk,
+        "direct": TraceRequestEncoder().encode,
+        "direct, no pair cache": TraceRequestEncoder(reuse_pairs=False).encode,
     }
 
 
@@ -127,19 +115,16 @@ def main(argv: list[str] | None = None) -> int:
     spans = service_spans(runs)
     batches = [spans[i:i + BATCH] for i in range(0, len(spans), BATCH)]
     table = encoders()
-    sdk_encode = table["sdk"][0]
-    for name, (encode, setting) in table.items():
-        with setting():
-            mismatched = [i for i, b in enumerate(batches) if encode(b) != sdk_encode(b)]
+    for name, encode in table.items():
+        mismatched = [i for i, b in enumerate(batches) if encode(b) != table["sdk"](b)]
         if mismatched:
             print(f"{name}: batches {mismatched} differ from the SDK's bytes", file=sys.stderr)
             return 1
 
     times: dict[str, list[float]] = {name: [] for name in table}
     for _ in range(rounds + 1):  # the first round warms up and is dropped
-        for name, (encode, setting) in table.items():
-            with setting():
-                times[name].append(time_encoder(encode, batches))
+        for name, encode in table.items():
+            times[name].append(time_encoder(encode, batches))
     medians = {name: statistics.median(values[1:] or values) for name, values in times.items()}
     spans_per_run = len(spans) / runs
 

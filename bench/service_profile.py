@@ -29,7 +29,7 @@ BREAKDOWN: list[tuple[str, Callable[[Stack], bool]]] = [
     ("whole process", lambda s: True),
     ("main thread (event loop)", lambda s: "MainThread" in s[0]),
     ("BatchSpanProcessor export thread", lambda s: "OtelBatch" in s[0]),
-    ("… OTLP encoding (encode_trace_request, or the SDK's encode_spans)", lambda s: _encodes(s)),
+    ("… OTLP encoding (TraceRequestEncoder.encode, or the SDK's encode_spans)", lambda s: _encodes(s)),
     ("… the rest of exporting (HTTP post, batching)",
      lambda s: "OtelBatch" in s[0] and not _encodes(s)),
     ("span start (Tracer.start_span)", lambda s: _calls(s, "Tracer.start_span")),
@@ -49,7 +49,7 @@ def _has(stack: Stack, text: str) -> bool:
 
 
 def _encodes(stack: Stack) -> bool:
-    return _calls(stack, "encode_trace_request") or _calls(stack, "encode_spans")
+    return _calls(stack, "TraceRequestEncoder.encode") or _calls(stack, "encode_spans")
 
 
 def _set_attribute(stack: Stack) -> bool:

@@ -10,7 +10,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from telemetry.otlp_encoder import encode_trace_request
+from telemetry.otlp_encoder import TraceRequestEncoder
 
 __all__ = ["DirectOTLPSpanExporter"]
 
@@ -32,6 +32,7 @@ class DirectOTLPSpanExporter(OTLPSpanExporter):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._encoder = TraceRequestEncoder()
         missing = [name for name in _SDK_INTERNALS if not hasattr(self, name)]
         self._direct = not missing
         if missing:
@@ -55,7 +56,7 @@ class DirectOTLPSpanExporter(OTLPSpanExporter):
             return SpanExportResult.FAILURE
         with self._metrics.export_operation(len(spans)) as result:
             try:
-                data = encode_trace_request(spans)
+                data = self._encoder.encode(spans)
             except Exception as error:  # telemetry never breaks the service
                 logger.exception("Failed to encode span batch")
                 result.error = error

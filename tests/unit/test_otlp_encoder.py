@@ -24,7 +24,11 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from telemetry.otlp_encoder import encode_trace_request
+from telemetry.otlp_encoder import TraceRequestEncoder
+
+
+def encode_trace_request(spans: Sequence[ReadableSpan]) -> bytes:
+    return TraceRequestEncoder().encode(spans)
 
 
 def sdk_bytes(spans: Sequence[ReadableSpan]) -> bytes:
@@ -128,7 +132,9 @@ def test_equal_keys_with_equal_but_different_values_are_not_confused(
         tracer.start_span("same key", attributes={"k": value}).end()
 
     spans = recorded(provider, exporter)
-    assert encode_trace_request(spans) == sdk_bytes(spans)
+    encoder = TraceRequestEncoder()
+    for _ in range(2):  # the second time, every cacheable pair comes from the cache
+        assert encoder.encode(spans) == sdk_bytes(spans)
 
 
 def test_spans_of_two_resources_and_equal_scopes_group_as_the_sdk_does(
@@ -179,5 +185,14 @@ def many_batches(exporter: InMemorySpanExporter) -> Iterator[list[ReadableSpan]]
 
 
 def test_the_pair_cache_stays_correct_when_it_fills_up(exporter: InMemorySpanExporter) -> None:
+    encoder = TraceRequestEncoder()
     for spans in many_batches(exporter):
-        assert encode_trace_request(spans) == sdk_bytes(spans)
+        assert encoder.encode(spans) == sdk_bytes(spans)
+
+
+def test_without_pair_reuse_the_bytes_are_the_same(exporter: InMemorySpanExporter) -> None:
+    provider = provider_for(exporter)
+    provider.get_tracer("t").start_span("typed", attributes=EVERY_VALUE_TYPE).end()
+
+    spans = recorded(provider, exporter)
+    assert TraceRequestEncoder(reuse_pairs=False).encode(spans) == sdk_bytes(spans)
