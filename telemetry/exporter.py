@@ -9,6 +9,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
 from telemetry.otlp_encoder import TraceRequestEncoder
 
@@ -75,6 +76,6 @@ class DirectOTLPSpanExporter(OTLPSpanExporter):
             if not sent.success:
                 result.error = sent.error
                 if sent.status_code is not None:
-                    result.error_attrs = {"http.response.status_code": sent.status_code}
+                    result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}
                 return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS

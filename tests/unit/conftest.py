@@ -43,7 +43,6 @@ def make_caller() -> Callable[..., CallerContext]:
     return make
 
 
-
 @pytest.fixture
 def otlp_receiver() -> Iterator[OTLPReceiver]:
     with running_otlp_receiver() as receiver:
