@@ -243,7 +243,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     )
     app = create_app(settings)
     print(json.dumps({"serving": f"http://{args.host}:{args.port}"}), flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None)
+    # reset_contextvars: each request task starts from an empty context, never
+    # from the one a previous request on the connection left (service.trace_boundary).
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, reset_contextvars=True)
 
 
 def _aware_datetime(text: str) -> dt.datetime:
