@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from service.store import ClaimedRun, Grant, User
+from service.store import Grant, User
 from telemetry import (
     CallerContext,
     derive_adhoc_session_id,
@@ -12,13 +12,23 @@ from telemetry import (
     derive_user_session_id,
 )
 
-__all__ = ["governance_caller", "recorded_caller", "user_caller"]
+__all__ = ["governance_caller", "user_caller"]
 
 
 def user_caller(
-    *, user: User, state_key: str, graph_id: str, request_id: str, run_id: str
+    *,
+    user: User,
+    state_key: str,
+    graph_id: str,
+    request_id: str,
+    run_id: str,
+    extra_tags: tuple[str, ...] = (),
 ) -> CallerContext:
-    """A chat run: one session per conversation (state key) of the billing account."""
+    """A chat run: one session per conversation (state key) of the billing account.
+
+    Tags: the trigger `user`, the graph id, then `extra_tags` (the executor's
+    LLM provider and environment). Never a user id: tags are for filtering.
+    """
     return CallerContext(
         billing_account_id=user.billing_account_id,
         user_id=user.id,
@@ -27,8 +37,7 @@ def user_caller(
         run_id=run_id,
         trigger="user",
         graph_id=graph_id,
-        tags=("user", graph_id),
-        metadata={"run_id": run_id, "request_id": request_id},
+        tags=("user", graph_id, *extra_tags),
     )
 
 
@@ -41,26 +50,25 @@ def governance_caller(
     scheduled_for: dt.datetime | None,
     request_id: str,
     run_id: str,
+    extra_tags: tuple[str, ...] = (),
 ) -> CallerContext:
     """A governance run, acting for the grant's user.
 
     All runs of one schedule share a session; a run without a schedule gets
     the session of its idempotency key, so a retried request stays in it.
-    Trace metadata holds the trigger, schedule, grant and scheduled time;
-    tags hold the trigger, graph, schedule and grant, so Langfuse filters all
-    runs of one schedule. The scheduled time is metadata only: one tag per
-    firing would flood Langfuse's tag list.
+    Tags: the trigger `schedule`, the graph id, `schedule:{id}`, then
+    `extra_tags`; so Langfuse filters all runs (and the cost) of one schedule.
+    The grant and the scheduled time are metadata only: tags are a short list
+    to filter by, and one tag per grant or per firing would flood it.
     """
     if schedule_id is not None:
         session_id = derive_schedule_session_id(grant.billing_account_id, schedule_id)
     else:
         session_id = derive_adhoc_session_id(grant.billing_account_id, idempotency_key)
-    metadata = {"run_id": run_id, "request_id": request_id, "grant_id": grant.id}
+    metadata = {"grant_id": grant.id}
     tags = ["schedule", graph_id]
     if schedule_id is not None:
-        metadata["schedule_id"] = schedule_id
         tags.append(f"schedule:{schedule_id}")
-    tags.append(f"grant:{grant.id}")
     if scheduled_for is not None:
         metadata["scheduled_for"] = scheduled_for.astimezone(dt.UTC).isoformat()
     return CallerContext(
@@ -72,24 +80,6 @@ def governance_caller(
         trigger="schedule",
         graph_id=graph_id,
         schedule_id=schedule_id,
-        tags=tuple(tags),
+        tags=(*tags, *extra_tags),
         metadata=metadata,
-    )
-
-
-def recorded_caller(run: ClaimedRun, *, request_id: str) -> CallerContext:
-    """The caller of a run an idempotency record holds, for a request answered from it.
-
-    A replayed request starts no run, but its HTTP server span belongs to the
-    run's session and user rather than to none: its own trace, one session.
-    """
-    return CallerContext(
-        billing_account_id=run.billing_account_id,
-        user_id=run.user_id,
-        session_id=run.session_id,
-        request_id=request_id,
-        run_id=run.run_id,
-        trigger="schedule",
-        graph_id=run.graph_id,
-        schedule_id=run.schedule_id,
     )

@@ -21,11 +21,9 @@ from typing import Any
 
 from opentelemetry import trace
 
-from service.callers import recorded_caller
 from service.errors import ApiError
 from service.schemas import RunRequest, RunResponse
 from service.store import IdempotencyRecord, IdempotencyStatus
-from telemetry import bind_caller
 
 __all__ = [
     "IDEMPOTENCY_STATUS",
@@ -38,6 +36,8 @@ __all__ = [
 # On the HTTP server span: what the key made of this request (started,
 # resumed, replayed, in_progress, conflict).
 IDEMPOTENCY_STATUS = "sessiontrace.idempotency.status"
+# On the HTTP server span of a request answered from a record: the run it answered for.
+IDEMPOTENCY_RUN_ID = "sessiontrace.idempotency.run_id"
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
@@ -58,14 +58,13 @@ def request_hash(graph_id: str, body: RunRequest) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def answer_known_key(
-    record: IdempotencyRecord, fingerprint: str, *, request_id: str
-) -> RunResponse:
+def answer_known_key(record: IdempotencyRecord, fingerprint: str) -> RunResponse:
     """The stored outcome of a finished key; ApiError 422 or 409 otherwise.
 
-    A request of the same key and payload starts nothing, but its HTTP server
-    span gets the recorded run's session and user (and stays its own trace,
-    so no trace holds two sessions); a request of another payload gets none.
+    Such a request starts no run, so it binds no caller: its HTTP server span
+    has no session and the Langfuse pipeline of the collector leaves it out
+    (Langfuse gets one trace per run). It names the run it answered for, for
+    an operations backend.
     """
     if record.request_hash != fingerprint:
         mark_request("conflict")
@@ -74,17 +73,17 @@ def answer_known_key(
             f"Idempotency-Key {record.key!r} was already used for a different request "
             "(graph, grant, schedule, scheduled time, run id or input differ); use a new key",
         )
-    with bind_caller(recorded_caller(record.run, request_id=request_id)):
-        if record.status is IdempotencyStatus.PENDING or record.response is None:
-            mark_request("in_progress")
-            raise ApiError(
-                409, "idempotency_key_in_progress",
-                f"the run of Idempotency-Key {record.key!r} (run {record.run.run_id!r}, started "
-                f"{record.claimed_at.isoformat()}) is still in progress; retry later for its "
-                "outcome",
-            )
-        mark_request("replayed")
-        return RunResponse.model_validate(record.response)
+    trace.get_current_span().set_attribute(IDEMPOTENCY_RUN_ID, record.run.run_id)
+    if record.status is IdempotencyStatus.PENDING or record.response is None:
+        mark_request("in_progress")
+        raise ApiError(
+            409, "idempotency_key_in_progress",
+            f"the run of Idempotency-Key {record.key!r} (run {record.run.run_id!r}, started "
+            f"{record.claimed_at.isoformat()}) is still in progress; retry later for its "
+            "outcome",
+        )
+    mark_request("replayed")
+    return RunResponse.model_validate(record.response)
 
 
 def mark_request(status: str) -> None:

@@ -9,6 +9,7 @@ from telemetry.context import (
     caller_from_context,
     current_caller,
     require_caller,
+    set_trace_io,
 )
 from telemetry.exporter import DirectOTLPSpanExporter
 from telemetry.payload import (
@@ -28,7 +29,7 @@ from telemetry.session import (
     validate_session_id,
 )
 from telemetry.setup import configure_tracing
-from telemetry.trace_attributes import MAX_TRACE_NAME_LENGTH, trace_attributes
+from telemetry.trace_attributes import MAX_TRACE_NAME_LENGTH, io_attributes
 
 __all__ = [
     "LLM_PAYLOAD_CAP",
@@ -51,8 +52,9 @@ __all__ = [
     "derive_schedule_session_id",
     "derive_user_session_id",
     "encode_payload",
+    "io_attributes",
     "require_caller",
     "scrub",
-    "trace_attributes",
+    "set_trace_io",
     "validate_session_id",
 ]

@@ -9,28 +9,38 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanKind
 
-from telemetry.attributes import SESSION_ID, USER_ID
+from telemetry.attributes import LANGFUSE_SESSION_ID, SESSION_ID
 from telemetry.context import CALLER_KEY, CallerContext
 
 __all__ = ["SessionSpanProcessor"]
 
 logger = logging.getLogger(__name__)
 
-_STAMPED_KEYS = 2
-
 
 class SessionSpanProcessor(SpanProcessor):
-    """Sets `session.id` and `user.id` from the caller bound in the span's context.
+    """Stamps every span with the session, user, trace name and tags of its caller.
 
     The caller is read from the parent context handed to `on_start`, falling
     back to the current context when that carries none (a span started with
     `context=extract(headers)` still belongs to the run that started it).
     Identity never comes from baggage or headers. A span with no caller gets
-    no invented session. Spans that *end* without a session are counted and a
-    warning is logged once: counting at the end, not the start, leaves out the
-    HTTP server span, which starts before the route binds the caller and is
-    stamped by `bind_caller` while still open.
+    no invented session. What is stamped is `CallerContext.span_attributes`:
+    `session.id`, `user.id`, their `langfuse.*` twins, `langfuse.trace.name`
+    and `langfuse.trace.tags` (telemetry.trace_attributes says why each).
+
+    Two things are counted, each with a warning logged once:
+
+    - `spans_without_caller`: spans that *end* with no session, the bug this
+      library exists to prevent. Counting at the end leaves out the HTTP
+      server span, which starts before the route binds the caller and is
+      stamped by `bind_caller` while still open; and a SERVER span that ends
+      unbound is a request that started no run (a 401, a health probe, a
+      replay), not a run without a session;
+    - `session_conflicts`: spans whose `session.id` another library changed
+      after the stamp (OpenInference writes its own, e.g. a LangGraph
+      `thread_id`). Langfuse still files them under `langfuse.session.id`.
 
     Args:
         strict: re-raise failures instead of logging them (for tests); in
@@ -41,6 +51,7 @@ class SessionSpanProcessor(SpanProcessor):
         self._strict = strict
         self._lock = threading.Lock()
         self._without_caller = 0
+        self._conflicts = 0
         # Span ids of spans that started with no caller: only they can end
         # without a session, so on_end is a single emptiness test otherwise.
         self._unstamped: set[int] = set()
@@ -49,6 +60,11 @@ class SessionSpanProcessor(SpanProcessor):
     def spans_without_caller(self) -> int:
         """How many spans ended with no session (no caller was ever bound to them)."""
         return self._without_caller
+
+    @property
+    def session_conflicts(self) -> int:
+        """How many spans ended with a `session.id` other than the one stamped."""
+        return self._conflicts
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
@@ -69,19 +85,38 @@ class SessionSpanProcessor(SpanProcessor):
             logger.exception("SessionSpanProcessor failed on span %r", span.name)
 
     def on_end(self, span: ReadableSpan) -> None:
+        attributes = span.attributes or {}
+        stamped = attributes.get(LANGFUSE_SESSION_ID)
         unstamped = self._unstamped
-        if not unstamped or span.context is None or span.context.span_id not in unstamped:
-            return
-        unstamped.discard(span.context.span_id)
-        attributes = span.attributes
-        if attributes is None or SESSION_ID not in attributes:
-            self._count_missing(span)
+        if unstamped and span.context is not None and span.context.span_id in unstamped:
+            unstamped.discard(span.context.span_id)
+            if stamped is None:
+                if span.kind is not SpanKind.SERVER:
+                    self._count_missing(span)
+                return
+        if stamped is not None:
+            # Identity first: a span stamped here holds the very same object.
+            found = attributes.get(SESSION_ID)
+            if found is not stamped and found != stamped:
+                self._count_conflict(span, stamped, found)
 
     def shutdown(self) -> None:
         return None
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+    def _count_conflict(self, span: ReadableSpan, stamped: object, found: object) -> None:
+        with self._lock:
+            self._conflicts += 1
+            first = self._conflicts == 1
+        if first:
+            logger.warning(
+                "span %r: session.id was changed from %r to %r after it was stamped, by "
+                "another instrumentation; Langfuse keeps it in the stamped session through "
+                "langfuse.session.id (further such spans are only counted)",
+                span.name, stamped, found,
+            )
 
     def _count_missing(self, span: ReadableSpan) -> None:
         with self._lock:
@@ -108,9 +143,9 @@ def _stamp(span: Span, caller: CallerContext) -> None:
     if type(attributes) is BoundedAttributes and attributes.max_value_len is None:
         store = getattr(attributes, "_dict", None)
         if type(store) is dict and (
-            attributes.maxlen is None or len(store) + _STAMPED_KEYS <= attributes.maxlen
+            attributes.maxlen is None
+            or len(store) + len(caller._span_items) <= attributes.maxlen  # noqa: SLF001
         ):
             store.update(caller._span_items)  # noqa: SLF001 - same package, see CallerContext
             return
-    span.set_attribute(SESSION_ID, caller.session_id)
-    span.set_attribute(USER_ID, caller.user_id)
+    span.set_attributes(caller.span_attributes)

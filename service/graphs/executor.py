@@ -22,7 +22,7 @@ from service.graphs.outcome import (
 from service.graphs.payloads import PayloadRecorder
 from service.graphs.runtime import NodeRuntime
 from service.llm import ChunkSink, LLMError, LLMProvider
-from telemetry import require_caller, trace_attributes
+from telemetry import io_attributes, require_caller, set_trace_io
 from telemetry.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
 __all__ = ["GraphExecutor", "GraphRunError", "RunOutcome"]
@@ -54,7 +54,7 @@ class GraphExecutor:
     """Executes graphs; refuses to start a run unless a caller with a session is bound.
 
     Args:
-        environment: the deployment environment, a tag of every trace.
+        environment: the deployment environment, one of `trace_tags`.
         prices: per-model prices; LLM spans of a listed model get `gen_ai.usage.cost`.
         masks_content: whether a billing account's runs record payload hashes
             only (a blocking store lookup, run in a thread). None: no account does.
@@ -73,13 +73,17 @@ class GraphExecutor:
         self._llm = llm
         self._prices = dict(prices or {})
         self._masks_content = masks_content
-        # Low-cardinality trace tags besides the caller's trigger and graph id.
         self._tags = tuple(tag for tag in (llm.name, environment) if tag)
 
     @property
     def llm(self) -> LLMProvider:
         """The provider the runs call."""
         return self._llm
+
+    @property
+    def trace_tags(self) -> tuple[str, ...]:
+        """Low-cardinality tags of every run's trace: the LLM provider and the environment."""
+        return self._tags
 
     async def run(
         self, graph: Graph, run_input: RunInput, *, on_chunk: ChunkSink | None = None
@@ -93,7 +97,9 @@ class GraphExecutor:
 
         The run span records exactly one `sessiontrace.run.outcome`: success,
         error (a node failed) or aborted (the run was cancelled, e.g. its
-        client went away); it ends in every case.
+        client went away); it ends in every case. It carries the caller's
+        trace attributes and the run's input and output, which also go on the
+        trace's root span (`set_trace_io`) when that is another span.
         """
         caller = require_caller()
         if caller.graph_id != graph.id:
@@ -107,14 +113,16 @@ class GraphExecutor:
             on_chunk=on_chunk,
         )
         state = RunState(input=run_input, model=run_input.model or self._llm.default_model)
+        encoded_input = payloads.run_input(run_input.messages)
+        set_trace_io(input=encoded_input)
         with self._tracer.start_as_current_span(
             f"invoke_agent {graph.id}",
             kind=SpanKind.INTERNAL,
             attributes={
                 GEN_AI_OPERATION_NAME: "invoke_agent",
                 GEN_AI_AGENT_NAME: graph.id,
-                **trace_attributes(caller, extra_tags=self._tags),
-                **payloads.run_input(run_input.messages),
+                **caller.root_attributes,
+                **io_attributes(input=encoded_input),
             },
             **MANUAL_OUTCOME,
         ) as run_span:
@@ -138,8 +146,11 @@ class GraphExecutor:
                 mark_aborted(run_span)
                 run_span.set_attribute(RUN_OUTCOME, Outcome.ABORTED.value)
                 raise
-            run_span.set_attributes(payloads.run_output(state.answer))
-            run_span.set_attribute(RUN_OUTCOME, Outcome.SUCCESS.value)
+            encoded_output = payloads.run_output(state.answer)
+            set_trace_io(output=encoded_output)
+            run_span.set_attributes(
+                {**io_attributes(output=encoded_output), RUN_OUTCOME: Outcome.SUCCESS.value}
+            )
         return RunOutcome(answer=state.answer, trace_id=trace_id)
 
     async def _mask_content(self, billing_account_id: str) -> bool:

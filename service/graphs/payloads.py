@@ -20,8 +20,6 @@ from telemetry.attributes import (
     GEN_AI_OUTPUT_MESSAGES,
     LANGFUSE_OBSERVATION_INPUT,
     LANGFUSE_OBSERVATION_OUTPUT,
-    LANGFUSE_TRACE_INPUT,
-    LANGFUSE_TRACE_OUTPUT,
 )
 
 __all__ = ["PayloadRecorder"]
@@ -35,15 +33,13 @@ class PayloadRecorder:
 
     mask_content: bool
 
-    def run_input(self, messages: Sequence[ChatMessage]) -> Attributes:
-        """The last user message, as the trace's and the run span's input."""
-        encoded = self._encode(_message(_last_user_message(messages)), TRACE_PAYLOAD_CAP)
-        return {LANGFUSE_TRACE_INPUT: encoded, LANGFUSE_OBSERVATION_INPUT: encoded}
+    def run_input(self, messages: Sequence[ChatMessage]) -> str:
+        """The last user message: the run's input, on its span and its trace's root."""
+        return self._encode(_message(_last_user_message(messages)), TRACE_PAYLOAD_CAP)
 
-    def run_output(self, answer: str) -> Attributes:
-        """The final answer, as the trace's and the run span's output."""
-        encoded = self._encode({"role": "assistant", "content": answer}, TRACE_PAYLOAD_CAP)
-        return {LANGFUSE_TRACE_OUTPUT: encoded, LANGFUSE_OBSERVATION_OUTPUT: encoded}
+    def run_output(self, answer: str) -> str:
+        """The final answer: the run's output, on its span and its trace's root."""
+        return self._encode({"role": "assistant", "content": answer}, TRACE_PAYLOAD_CAP)
 
     def llm_input(self, messages: Sequence[ChatMessage]) -> Attributes:
         """The messages an LLM call sends, in the GenAI semantic-convention shape."""

@@ -63,7 +63,7 @@ async def chat(
     state_key = body.state_key or uuid.uuid4().hex
     caller = user_caller(
         user=user, state_key=state_key, graph_id=graph.id, request_id=request_id,
-        run_id=uuid.uuid4().hex,
+        run_id=uuid.uuid4().hex, extra_tags=executor.trace_tags,
     )
     if body.stream:
         return RunEventStream(

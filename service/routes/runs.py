@@ -91,7 +91,7 @@ async def run_graph(
     pending_timeout = _pending_timeout(settings)
     known = await asyncio.to_thread(get_idempotency_record, database, idempotency_key)
     if known is not None and not _abandoned_by_same_request(known, fingerprint, pending_timeout):
-        return _answer_known(known, fingerprint, request_id, response)
+        return _answer_known(known, fingerprint, response)
     grant = await asyncio.to_thread(get_grant, database, body.execution_grant_id)
     denial = check_grant(grant, graph.id)
     if denial is not None or grant is None:
@@ -102,6 +102,7 @@ async def run_graph(
         grant=grant, graph_id=graph.id, schedule_id=body.schedule_id,
         idempotency_key=idempotency_key, scheduled_for=body.scheduled_for,
         request_id=request_id, run_id=body.run_id or uuid.uuid4().hex,
+        extra_tags=executor.trace_tags,
     )
     claim = await asyncio.to_thread(
         claim_idempotency_key, database, idempotency_key, request_hash=fingerprint,
@@ -109,7 +110,7 @@ async def run_graph(
     )
     if not claim.acquired:
         # Another request with this key claimed it between our look-up and now.
-        return _answer_known(claim.record, fingerprint, request_id, response)
+        return _answer_known(claim.record, fingerprint, response)
     mark_request("started" if claim.record.attempts == 1 else "resumed")
     return await _run_and_record(
         executor, graph, body, caller, database=database, key=idempotency_key,
@@ -166,9 +167,9 @@ async def _run_and_record(
 
 
 def _answer_known(
-    record: IdempotencyRecord, fingerprint: str, request_id: str, response: Response
+    record: IdempotencyRecord, fingerprint: str, response: Response
 ) -> RunResponse:
-    answer = answer_known_key(record, fingerprint, request_id=request_id)
+    answer = answer_known_key(record, fingerprint)
     response.headers[REPLAYED_HEADER] = "true"
     return answer
 

@@ -23,7 +23,7 @@ from api_support import (
     wait_for,
 )
 from service.config import Settings
-from service.idempotency import IDEMPOTENCY_STATUS, REPLAYED_HEADER
+from service.idempotency import IDEMPOTENCY_RUN_ID, IDEMPOTENCY_STATUS, REPLAYED_HEADER
 from service.llm import ChatMessage, Completion, LLMError, OfflineProvider
 from service.main import create_app
 from service.store import (
@@ -35,7 +35,7 @@ from service.store import (
     revoke_grant,
 )
 from telemetry import derive_schedule_session_id
-from telemetry.attributes import SESSION_ID, USER_ID
+from telemetry.attributes import LANGFUSE_SESSION_ID, SESSION_ID, USER_ID
 
 RUNS = "/api/internal/graphs/builtin:governance-review/runs"
 KEY = "governance:community:2026-11-23T08:00:00Z"
@@ -79,14 +79,16 @@ def test_replaying_a_finished_key_returns_the_stored_body_and_starts_no_run(
     assert replay.headers[REPLAYED_HEADER] == "true"
     assert len(run_spans(exporter)) == 1
     (replay_span,) = exporter.get_finished_spans()[spans_after_first:]
-    # Only the replay's own server span, in its own trace, in the run's session and user.
+    # Only the replay's own server span, in its own trace, with no session: it starts no run, so
+    # the collector keeps it out of Langfuse (one trace per run); it names the run it answered.
     assert replay_span.kind is SpanKind.SERVER
     assert replay_span.context is not None
     assert format_trace_id(replay_span.context.trace_id) != first.json()["traceId"]
     attributes = replay_span.attributes or {}
-    assert attributes[SESSION_ID] == first.json()["sessionId"]
-    assert attributes[USER_ID] == "alice"
+    assert SESSION_ID not in attributes and USER_ID not in attributes
+    assert LANGFUSE_SESSION_ID not in attributes
     assert attributes[IDEMPOTENCY_STATUS] == "replayed"
+    assert attributes[IDEMPOTENCY_RUN_ID] == first.json()["runId"]
 
 
 def test_a_key_whose_run_is_still_pending_answers_409_and_starts_nothing(

@@ -22,10 +22,14 @@ from telemetry.attributes import (
     GEN_AI_OUTPUT_MESSAGES,
     LANGFUSE_OBSERVATION_INPUT,
     LANGFUSE_OBSERVATION_OUTPUT,
+    LANGFUSE_SESSION_ID,
     LANGFUSE_TRACE_INPUT,
     LANGFUSE_TRACE_NAME,
     LANGFUSE_TRACE_OUTPUT,
     LANGFUSE_TRACE_TAGS,
+    LANGFUSE_USER_ID,
+    SESSION_ID,
+    USER_ID,
 )
 from trace_support import attributes, named, only
 
@@ -200,3 +204,43 @@ def test_a_tool_payload_past_the_tool_cap_is_summarized_by_size_and_hash(
     summary = json_attribute(only(spans, "execute_tool message_stats"), LANGFUSE_OBSERVATION_INPUT)
     assert summary["omitted"] == "over_cap" and summary["cap_bytes"] == 10_000
     assert json_attribute(only(spans, "invoke_agent"), LANGFUSE_TRACE_INPUT)["content"] == text
+
+
+def test_on_both_paths_the_root_span_carries_the_runs_input_output_and_metadata(
+    client: TestClient, seed: Seed, exporter: InMemorySpanExporter
+) -> None:
+    # Langfuse's v4 path takes a trace's input, output and metadata from its root span only.
+    chat = client.post(CHAT, json=chat_body(), headers=user_headers(seed.alice_key)).json()
+    review = client.post(REVIEW, json=run_body(seed.acme_grant),
+                         headers=scheduler_headers("k-root")).json()
+
+    for body in (chat, review):
+        spans = spans_of_trace(exporter, body["traceId"])
+        (root,) = [span for span in spans if span.parent is None]
+        run = only(spans, "invoke_agent")
+        assert root.name.startswith("POST /api/")
+        for key in (LANGFUSE_OBSERVATION_INPUT, LANGFUSE_OBSERVATION_OUTPUT,
+                    LANGFUSE_TRACE_INPUT, LANGFUSE_TRACE_OUTPUT):
+            assert attributes(root)[key] == attributes(run)[key], key
+        assert attributes(root)[META + "run_id"] == body["runId"]
+        root_metadata = {key for key in attributes(root) if key.startswith(META)}
+        assert root_metadata == {key for key in attributes(run) if key.startswith(META)}
+
+
+def test_every_span_of_a_run_carries_trace_name_tags_and_langfuse_session_and_user(
+    client: TestClient, seed: Seed, exporter: InMemorySpanExporter
+) -> None:
+    review = client.post(REVIEW, json=run_body(seed.acme_grant, scheduleId="governance:community"),
+                         headers=scheduler_headers("k-every")).json()
+
+    spans = spans_of_trace(exporter, review["traceId"])
+    assert len(spans) >= 8
+    for span in spans:
+        found = attributes(span)
+        assert found[LANGFUSE_TRACE_NAME] == "builtin:governance-review", span.name
+        assert "schedule:governance:community" in found[LANGFUSE_TRACE_TAGS], span.name
+        assert found[LANGFUSE_SESSION_ID] == found[SESSION_ID] == review["sessionId"], span.name
+        assert found[LANGFUSE_USER_ID] == found[USER_ID] == "alice", span.name
+        # Trace metadata stays on the root and the run span: Langfuse reads it from the root.
+        if span.parent is not None and not span.name.startswith("invoke_agent"):
+            assert not [key for key in found if key.startswith(META)], span.name

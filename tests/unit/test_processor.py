@@ -10,7 +10,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from telemetry import CallerContext, SessionSpanProcessor, bind_caller, derive_user_session_id
-from telemetry.attributes import SESSION_ID, USER_ID
+from telemetry.attributes import (
+    LANGFUSE_SESSION_ID,
+    LANGFUSE_TRACE_NAME,
+    LANGFUSE_TRACE_TAGS,
+    LANGFUSE_USER_ID,
+    SESSION_ID,
+    USER_ID,
+)
 
 MakeCaller = Callable[..., CallerContext]
 
@@ -113,7 +120,7 @@ def test_processor_failure_is_swallowed_outside_strict_mode(
     class BrokenSpan:
         name = "broken"
 
-        def set_attribute(self, *_: object) -> None:
+        def set_attributes(self, *_: object) -> None:
             raise RuntimeError("boom")
 
     caller = make_caller()
@@ -215,16 +222,14 @@ def test_fast_path_stamps_without_the_per_attribute_api(
         provider.get_tracer("t").start_span("fast", attributes={"k": "v"}).end()
 
     (span,) = exporter.get_finished_spans()
-    assert dict(span.attributes or {}) == {
-        "k": "v", SESSION_ID: caller.session_id, USER_ID: caller.user_id
-    }
+    assert dict(span.attributes or {}) == {"k": "v", **caller.span_attributes}
 
 
 def test_sdk_attribute_limits_still_apply_to_the_stamped_attributes(
     exporter: InMemorySpanExporter,
     make_caller: MakeCaller,
 ) -> None:
-    limited = TracerProvider(span_limits=SpanLimits(max_span_attributes=2, max_attribute_length=5))
+    limited = TracerProvider(span_limits=SpanLimits(max_span_attributes=3, max_attribute_length=5))
     limited.add_span_processor(SessionSpanProcessor(strict=True))
     limited.add_span_processor(SimpleSpanProcessor(exporter))
     caller = make_caller(user_id="a-very-long-user-id")
@@ -232,6 +237,43 @@ def test_sdk_attribute_limits_still_apply_to_the_stamped_attributes(
         limited.get_tracer("t").start_span("limited", attributes={"k": "v"}).end()
 
     (span,) = exporter.get_finished_spans()
-    # The SDK's own rules: oldest attribute dropped past the count, values truncated.
-    assert dict(span.attributes or {}) == {SESSION_ID: caller.session_id[:5], USER_ID: "a-ver"}
-    assert span.dropped_attributes == 1
+    # The SDK's own rules: oldest attributes dropped past the count, values truncated.
+    assert dict(span.attributes or {}) == {
+        LANGFUSE_USER_ID: "a-ver", LANGFUSE_TRACE_NAME: "built", LANGFUSE_TRACE_TAGS: ()
+    }
+    assert span.dropped_attributes == 4
+
+
+def test_a_server_span_that_never_got_a_caller_is_a_request_without_a_run_not_counted(
+    provider: TracerProvider, session_processor: SessionSpanProcessor
+) -> None:
+    tracer = provider.get_tracer("t")
+    tracer.start_span("GET /healthz", kind=trace.SpanKind.SERVER).end()
+    assert session_processor.spans_without_caller == 0
+
+    tracer.start_span("work in a thread that lost the caller").end()
+    assert session_processor.spans_without_caller == 1
+
+
+def test_a_session_id_overwritten_by_another_library_is_counted_and_logged_once(
+    provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+    session_processor: SessionSpanProcessor,
+    make_caller: MakeCaller,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caller = make_caller()
+    tracer = provider.get_tracer("t")
+    with bind_caller(caller), caplog.at_level(logging.WARNING, logger="telemetry.processor"):
+        tracer.start_span("ours").end()
+        for _ in range(2):
+            # As OpenInference does with a LangGraph thread_id, after span start.
+            with tracer.start_as_current_span("openinference") as span:
+                span.set_attribute(SESSION_ID, "thread-42")
+
+    assert session_processor.session_conflicts == 2
+    warnings = [r for r in caplog.records if "session.id was changed" in r.getMessage()]
+    assert len(warnings) == 1
+    overwritten = exporter.get_finished_spans()[-1].attributes or {}
+    # Langfuse reads langfuse.session.id first: the span stays in the caller's session.
+    assert overwritten[LANGFUSE_SESSION_ID] == caller.session_id

@@ -18,7 +18,6 @@ from telemetry.attributes import (
     GEN_AI_INPUT_MESSAGES,
     LANGFUSE_OBSERVATION_INPUT,
     LANGFUSE_OBSERVATION_LEVEL,
-    LANGFUSE_TRACE_INPUT,
 )
 
 READABLE = PayloadRecorder(mask_content=False)
@@ -29,10 +28,9 @@ def test_the_run_input_is_the_last_user_message_even_when_others_follow_it() -> 
     messages = (ChatMessage("user", "first"), ChatMessage("user", "last"),
                 ChatMessage("assistant", "draft"))
 
-    attributes = READABLE.run_input(messages)
+    encoded = READABLE.run_input(messages)
 
-    assert json.loads(str(attributes[LANGFUSE_TRACE_INPUT])) == {"role": "user", "content": "last"}
-    assert attributes[LANGFUSE_OBSERVATION_INPUT] == attributes[LANGFUSE_TRACE_INPUT]
+    assert json.loads(encoded) == {"role": "user", "content": "last"}
 
 
 @pytest.mark.parametrize(
@@ -47,7 +45,7 @@ def test_each_kind_of_payload_has_its_own_cap(
     kind, size = kilobytes
     text = "x" * (size * 1000)
     attribute = {
-        "run": lambda: READABLE.run_input((ChatMessage("user", text),))[LANGFUSE_TRACE_INPUT],
+        "run": lambda: READABLE.run_input((ChatMessage("user", text),)),
         "llm": lambda: READABLE.llm_input((ChatMessage("user", text),))[GEN_AI_INPUT_MESSAGES],
         "tool": lambda: READABLE.tool_input({"q": text})[LANGFUSE_OBSERVATION_INPUT],
     }[kind]()
@@ -59,12 +57,12 @@ def test_a_masked_recorder_records_only_size_and_hash_for_every_kind() -> None:
     completion = Completion(content="secret answer", model="m", input_tokens=1, output_tokens=1)
     message = (ChatMessage("user", "secret question"),)
     every = [
-        *MASKED.run_input(message).items(), *MASKED.run_output("secret answer").items(),
+        ("run input", MASKED.run_input(message)), ("run output", MASKED.run_output("secret")),
         *MASKED.llm_input(message).items(), *MASKED.llm_output(completion).items(),
         *MASKED.tool_input({"q": "secret"}).items(), *MASKED.tool_output({"a": "x"}).items(),
     ]
 
-    assert len(every) == 8
+    assert len(every) == 6
     for key, value in every:
         assert set(json.loads(str(value))) == {"omitted", "bytes", "sha256"}, key
         assert "secret" not in str(value)
