@@ -44,11 +44,14 @@ PACKAGES = ("opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-common", "pr
 BATCH = 512
 CHAT = {"graphId": "builtin:chat", "stateKey": "bench",
         "messages": [{"role": "user", "content": "Summarise this week's activity in two lines."}]}
+GOVERNANCE = {"scheduleId": "governance:bench",
+              "input": {"messages": [{"role": "user", "content": "Review this week's activity."}]}}
 Encoder = Callable[[Sequence[Any]], bytes]
 
 
-def service_spans(runs: int) -> list[Any]:
-    """The spans of `runs` builtin:chat runs, served in-process and recorded in memory."""
+def service_spans(runs: int, *, governance_runs: int = 0) -> list[Any]:
+    """The spans of `runs` builtin:chat runs (then `governance_runs` builtin:governance-review
+    runs of one schedule), served in-process and recorded in memory."""
     import httpx
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -59,12 +62,13 @@ def service_spans(runs: int) -> list[Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         database_url = f"sqlite:///{tmp}/bench.db"
-        account = provision_demo(database_url, graphs=("builtin:chat",))
+        account = provision_demo(database_url)
         exporter = InMemorySpanExporter()
         provider = configure_tracing(service_name="bench-encoder", exporter=exporter, batch=False)
         settings = Settings(database_url=database_url, scheduler_enabled=False)
         app = create_app(settings, tracer_provider=provider)
         headers = {"Authorization": f"Bearer {account.api_key}"}
+        scheduler = {"Authorization": f"Bearer {settings.scheduler_api_token.get_secret_value()}"}
 
         async def serve() -> None:
             async with app.router.lifespan_context(app):
@@ -72,6 +76,13 @@ def service_spans(runs: int) -> list[Any]:
                 async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
                     for _ in range(runs):
                         answer = await client.post("/api/v1/ai/chat", json=CHAT, headers=headers)
+                        answer.raise_for_status()
+                    for index in range(governance_runs):
+                        answer = await client.post(
+                            "/api/internal/graphs/builtin:governance-review/runs",
+                            json={**GOVERNANCE, "executionGrantId": account.grant_id},
+                            headers={**scheduler, "Idempotency-Key": f"bench:{index}"},
+                        )
                         answer.raise_for_status()
 
         asyncio.run(serve())

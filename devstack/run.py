@@ -45,7 +45,7 @@ from devstack.delivery import DeliveryError, wait_for_export, wait_for_sink
 from devstack.demo import DemoError, RunResult, fire_demo_runs, provision_demo
 from devstack.ports import PORTS, PortError, check_ports_free, read_ports
 from devstack.processes import REPO_ROOT, WaitTimeout
-from devstack.report import format_sessions_table, sessions_report
+from devstack.report import format_sessions_table, format_traces_table, sessions_report
 from devstack.runstate import RunState, StackError, write_credentials
 from devstack.sink import DEV_PUBLIC_KEY, DEV_SECRET_KEY, TRACES_PATH
 from devstack.stack import (
@@ -166,11 +166,12 @@ def _report_sink(state: RunState, runs: list[RunResult]) -> int:
     spans = sum(len(spans) for spans in by_trace.values())
     _say(f"{spans} spans of {len(runs)} traces arrived in {time.monotonic() - started:.1f}s")
     report = sessions_report(state.sink_db)
-    _say("\nSessions, grouped as Langfuse's Sessions view groups them:\n")
+    _say("\nSessions and traces, as Langfuse (v4) shows them:\n")
     _say(format_sessions_table(report))
-    problems = _session_problems(runs, by_trace)
-    if report.spans_without_session:
-        problems.append(f"{report.spans_without_session} spans without a session (must be 0)")
+    _say("")
+    _say(format_traces_table(report))
+    # The report's problems are printed once: below, with the run's own, as why it failed.
+    problems = _session_problems(runs, by_trace) + report.problems
     for problem in problems:
         print(f"devstack.run: FAILED: {problem}", file=sys.stderr, flush=True)
     return 1 if problems else 0

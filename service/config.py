@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from telemetry import resolve_environment
+
 __all__ = [
     "DEVELOPMENT",
     "ModelPrice",
@@ -72,7 +74,11 @@ class Settings(BaseSettings):
     )
     llm_timeout_seconds: float = Field(default=60.0, gt=0, description="LLM request timeout.")
     deploy_environment: str = Field(
-        default=DEVELOPMENT, description="deployment.environment.name of the spans."
+        default=DEVELOPMENT,
+        description=(
+            "deployment.environment.name of the spans and a tag of every trace: a valid "
+            "Langfuse environment, and the same as any in OTEL_RESOURCE_ATTRIBUTES."
+        ),
     )
     service_name: str = Field(default="sessiontrace", min_length=1)
     llm_prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(
@@ -105,6 +111,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str) -> str:
         sqlite_path(value)
+        return value
+
+    @field_validator("deploy_environment")
+    @classmethod
+    def _check_deploy_environment(cls, value: str) -> str:
+        # The library's rule, named after this setting; configure_tracing applies it again.
+        resolve_environment(value, setting="DEPLOY_ENVIRONMENT")
         return value
 
     @field_validator("llm_base_url")

@@ -1,4 +1,7 @@
-"""One JSON error shape for every failure: `{"error": code, "message": text}`."""
+"""One JSON error shape for every failure: `{"error": code, "message": text}`.
+
+An error may add fields after those two (a failed run adds its ids), never replace them.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,11 @@ __all__ = ["ApiError", "error_response", "install_error_handlers"]
 
 
 class ApiError(Exception):
-    """A client-facing failure with its status code, stable code and message."""
+    """A client-facing failure with its status code, stable code and message.
+
+    Args:
+        extra: more fields of the body (JSON values), e.g. the ids of a failed run.
+    """
 
     def __init__(
         self,
@@ -22,20 +29,24 @@ class ApiError(Exception):
         message: str,
         *,
         headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, object] | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.message = message
         self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
 
 
 def error_response(
     status_code: int, code: str, message: str, *, headers: Mapping[str, str] | None = None,
-    details: list[dict[str, str]] | None = None,
+    details: list[dict[str, str]] | None = None, extra: Mapping[str, object] | None = None,
 ) -> JSONResponse:
-    """The JSON response of an error."""
+    """The JSON response of an error; `extra` fields never replace `error` or `message`."""
     body: dict[str, object] = {"error": code, "message": message}
+    for key, value in (extra or {}).items():
+        body.setdefault(key, value)
     if details:
         body["details"] = details
     return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
@@ -43,7 +54,9 @@ def error_response(
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
+    return error_response(
+        exc.status_code, exc.code, exc.message, headers=exc.headers, extra=exc.extra
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

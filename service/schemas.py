@@ -13,6 +13,7 @@ from service.llm import ChatMessage
 __all__ = [
     "ChatRequest",
     "ChatResponse",
+    "ChatRunIds",
     "MessageBody",
     "RunInputBody",
     "RunRequest",
@@ -66,13 +67,18 @@ class ChatRequest(_ApiModel):
         return _run_input(self.messages, self.model)
 
 
-class ChatResponse(_ApiModel):
-    """The answer of a chat run."""
+class ChatRunIds(_ApiModel):
+    """What identifies a chat run: in its answer, its stream's last event and its error body."""
 
     run_id: str
     trace_id: str | None
     session_id: str
     state_key: str
+
+
+class ChatResponse(ChatRunIds):
+    """The answer of a chat run."""
+
     output: MessageBody
 
 

@@ -3,8 +3,9 @@
 The run happens while the response is being sent, after the route returned,
 so the caller is bound here, around the run, in the task that sends the
 response. The response listens for the client going away and then cancels the
-run: its spans end with the outcome `aborted` before the response returns, so
-the HTTP server span, which ends when the app returns, is the last to end.
+run: its spans end with the outcome `aborted`, saying the client disconnected,
+before the response returns, so the HTTP server span, which ends when the app
+returns, is the last to end.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service.graphs import Graph, GraphExecutor, GraphRunError, RunInput
+from service.graphs.outcome import recording_abort_reason
+from service.schemas import ChatRunIds
 from telemetry import CallerContext, bind_caller
 
-__all__ = ["RunEventStream", "format_event"]
+__all__ = ["CLIENT_DISCONNECTED", "RunEventStream", "format_event"]
+
+CLIENT_DISCONNECTED = "the client disconnected"
 
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -64,35 +69,44 @@ class RunEventStream(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         client_gone = anyio.Event()
-        async with anyio.create_task_group() as group:
+        with recording_abort_reason() as abort_reason:
+            async with anyio.create_task_group() as group:
 
-            def abort() -> None:
-                client_gone.set()
-                group.cancel_scope.cancel()
+                def abort() -> None:
+                    abort_reason.reason = CLIENT_DISCONNECTED
+                    client_gone.set()
+                    group.cancel_scope.cancel()
 
-            async def cancel_on_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                abort()
-
-            async def send_event(event: str, data: dict[str, Any]) -> None:
-                body = format_event(event, data)
-                try:
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-                except OSError:
-                    # The server could not write to the client: it is gone.
+                async def cancel_on_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
                     abort()
-                    await anyio.lowlevel.checkpoint()  # raises the cancellation here
 
-            group.start_soon(cancel_on_disconnect)
-            await self._run(send_event)
-            group.cancel_scope.cancel()  # the run is over: stop listening
+                async def send_event(event: str, data: dict[str, Any]) -> None:
+                    body = format_event(event, data)
+                    message = {"type": "http.response.body", "body": body, "more_body": True}
+                    try:
+                        await send(message)
+                    except OSError:
+                        # The server could not write to the client: it is gone.
+                        abort()
+                        await anyio.lowlevel.checkpoint()  # raises the cancellation here
+
+                group.start_soon(cancel_on_disconnect)
+                await self._run(send_event)
+                group.cancel_scope.cancel()  # the run is over: stop listening
         if not client_gone.is_set():
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _run(self, send_event: SendEvent) -> None:
         caller = self._caller
-        ids = {"runId": caller.run_id, "sessionId": caller.session_id, "stateKey": self._state_key}
+
+        def ids(trace_id: str | None) -> dict[str, Any]:
+            run_ids = ChatRunIds(
+                run_id=caller.run_id, trace_id=trace_id, session_id=caller.session_id,
+                state_key=self._state_key,
+            )
+            return run_ids.model_dump(mode="json", by_alias=True)
 
         async def on_chunk(text: str) -> None:
             await send_event("chunk", {"content": text})
@@ -101,9 +115,7 @@ class RunEventStream(Response):
             try:
                 outcome = await self._executor.run(self._graph, self._run_input, on_chunk=on_chunk)
             except GraphRunError as exc:
-                await send_event(
-                    "error",
-                    {"error": "run_failed", "message": str(exc), "traceId": exc.trace_id, **ids},
-                )
+                failure = {"error": "run_failed", "message": str(exc)}
+                await send_event("error", {**failure, **ids(exc.trace_id)})
                 return
-            await send_event("done", {"traceId": outcome.trace_id, **ids})
+            await send_event("done", ids(outcome.trace_id))

@@ -28,7 +28,7 @@ from telemetry.session import (
     derive_user_session_id,
     validate_session_id,
 )
-from telemetry.setup import configure_tracing
+from telemetry.setup import configure_tracing, resolve_environment, validate_environment
 from telemetry.trace_attributes import MAX_TRACE_NAME_LENGTH, io_attributes
 
 __all__ = [
@@ -54,7 +54,9 @@ __all__ = [
     "encode_payload",
     "io_attributes",
     "require_caller",
+    "resolve_environment",
     "scrub",
     "set_trace_io",
+    "validate_environment",
     "validate_session_id",
 ]

@@ -20,11 +20,14 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
+from telemetry._environment import resolve_environment, validate_environment
 from telemetry.attributes import DEPLOYMENT_ENVIRONMENT_NAME
 from telemetry.exporter import DirectOTLPSpanExporter
 from telemetry.processor import SessionSpanProcessor
 
-__all__ = ["configure_tracing"]
+# resolve_environment and validate_environment are re-exported for applications that check
+# their settings before building the provider (the service does, to name its own setting).
+__all__ = ["configure_tracing", "resolve_environment", "validate_environment"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +48,12 @@ def configure_tracing(
 ) -> TracerProvider:
     """Build a TracerProvider that stamps sessions and exports over OTLP/HTTP.
 
-    `service_name`, `service_version` and `environment` are the application's
-    defaults for the resource; `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
-    override them, so operators can rename a deployment without a code change.
+    `service_name` and `service_version` are the application's defaults for the
+    resource; `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` override them, so
+    operators can rename a deployment without a code change. `environment` becomes
+    `deployment.environment.name`: it must be a valid Langfuse environment, and an
+    `OTEL_RESOURCE_ATTRIBUTES` naming another environment is a ValueError, not an
+    override (the application tags its traces with `environment` too).
     With no `exporter`, spans go to the OTLP/HTTP protobuf exporter, which reads
     `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `..._HEADERS`, `..._TIMEOUT` itself
     and encodes as `SESSIONTRACE_OTLP_ENCODER` says (`direct`, the default, or `sdk`);
@@ -59,10 +65,13 @@ def configure_tracing(
     if not service_name:
         raise ValueError("service_name must be a non-empty string")
     encoder = _otlp_encoder() if exporter is None else None
+    # Checked even with OTEL_SDK_DISABLED: a contradictory configuration is refused before
+    # anyone turns tracing back on and finds out.
+    environment = resolve_environment(environment)
     defaults: dict[str, str] = {SERVICE_NAME: service_name}
     if service_version:
         defaults[SERVICE_VERSION] = service_version
-    if environment:
+    if environment is not None:
         defaults[DEPLOYMENT_ENVIRONMENT_NAME] = environment
     resource = Resource.create(defaults).merge(OTELResourceDetector().detect())
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -22,6 +24,7 @@ from telemetry.attributes import (
     GEN_AI_USAGE_COST,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
+    LANGFUSE_OBSERVATION_COMPLETION_START_TIME,
 )
 
 __all__ = ["NodeRuntime"]
@@ -57,7 +60,8 @@ class NodeRuntime:
         """One LLM call, as a `chat {model}` span with messages and usage (a Langfuse generation).
 
         With `is_answer`, the call's text is the run's answer: when the run
-        streams, it is streamed to the client as it arrives.
+        streams, it is streamed to the client as it arrives, and the span
+        records when the first piece came (Langfuse's time to first token).
         """
         with self._tracer.start_as_current_span(
             f"chat {model}",
@@ -71,7 +75,9 @@ class NodeRuntime:
             **MANUAL_OUTCOME,
         ) as span, recording_outcome(span, mask_content=self._payloads.mask_content):
             if is_answer and self._on_chunk is not None:
-                completion = await self._llm.stream(messages, model=model, on_chunk=self._on_chunk)
+                completion = await self._llm.stream(
+                    messages, model=model, on_chunk=_noting_first_chunk(span, self._on_chunk)
+                )
             else:
                 completion = await self._llm.complete(messages, model=model)
             span.set_attributes(self._payloads.llm_output(completion))
@@ -116,3 +122,27 @@ class NodeRuntime:
             result = await loop.run_in_executor(None, functools.partial(function, arguments))
             span.set_attributes(self._payloads.tool_output(result))
             return result
+
+
+def _noting_first_chunk(span: Span, on_chunk: ChunkSink) -> ChunkSink:
+    """`on_chunk`, setting the span's completion start time when the first piece arrives."""
+    started = False
+
+    async def forward(text: str) -> None:
+        nonlocal started
+        if not started:
+            started = True
+            span.set_attribute(
+                LANGFUSE_OBSERVATION_COMPLETION_START_TIME, _iso_utc(time.time_ns())
+            )
+        await on_chunk(text)
+
+    return forward
+
+
+def _iso_utc(time_ns: int) -> str:
+    # The span clock (time_ns), as ISO 8601 UTC with microseconds and a "Z",
+    # the form Langfuse's own SDKs send.
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    moment = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{nanos // 1000:06d}Z"

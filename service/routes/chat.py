@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
+from opentelemetry import trace
+from opentelemetry.trace import format_trace_id
 
 from service.callers import user_caller
 from service.deps import (
     CurrentUserDep,
+    DatabaseDep,
     ExecutorDep,
     RegistryDep,
     RequestIdDep,
@@ -19,11 +24,15 @@ from service.deps import (
 )
 from service.errors import ApiError
 from service.graphs import GraphRunError
-from service.schemas import ChatRequest, ChatResponse, MessageBody
+from service.graphs.outcome import mark_failed_request
+from service.schemas import ChatRequest, ChatResponse, ChatRunIds, MessageBody
+from service.store import Database, account_masks_content
 from service.streaming import RunEventStream
-from telemetry import bind_caller
+from telemetry import CallerContext, bind_caller
 
 __all__ = ["router"]
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["chat"])
 
@@ -55,8 +64,13 @@ async def chat(
     request_id: RequestIdDep,
     registry: RegistryDep,
     executor: ExecutorDep,
+    database: DatabaseDep,
 ) -> ChatResponse | Response:
-    """Run a graph for the authenticated user in the session of `stateKey`."""
+    """Run a graph for the authenticated user in the session of `stateKey`.
+
+    A run that fails answers 502 `run_failed` (500 `internal_error` when
+    something other than a node failed), with the run's ids in the body.
+    """
     graph = registry.get(body.graph_id)
     if graph is None:
         raise ApiError(404, "unknown_graph", f"graph {body.graph_id!r} does not exist")
@@ -74,7 +88,14 @@ async def chat(
         try:
             outcome = await executor.run(graph, body.run_input())
         except GraphRunError as exc:
-            raise ApiError(502, "run_failed", str(exc)) from exc
+            await _mark_server_span(exc.__cause__ or exc, caller, database)
+            ids = _run_ids(caller, state_key, exc.trace_id)
+            raise ApiError(502, "run_failed", str(exc), extra=ids) from exc
+        except Exception as exc:
+            logger.exception("graph %s: run %s failed", graph.id, caller.run_id)
+            await _mark_server_span(exc, caller, database)
+            ids = _run_ids(caller, state_key, _current_trace_id())
+            raise ApiError(500, "internal_error", "internal server error", extra=ids) from exc
     return ChatResponse(
         run_id=caller.run_id,
         trace_id=outcome.trace_id,
@@ -82,3 +103,34 @@ async def chat(
         state_key=state_key,
         output=MessageBody(role="assistant", content=outcome.answer),
     )
+
+
+def _run_ids(caller: CallerContext, state_key: str, trace_id: str | None) -> dict[str, object]:
+    ids = ChatRunIds(
+        run_id=caller.run_id, trace_id=trace_id, session_id=caller.session_id,
+        state_key=state_key,
+    )
+    return ids.model_dump(mode="json", by_alias=True)
+
+
+async def _mark_server_span(exc: BaseException, caller: CallerContext, database: Database) -> None:
+    """Give the HTTP server span, which its instrumentation marks ERROR, the error's message."""
+    # The run's spans have ended: the current span is the server span again.
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    try:
+        masked = await asyncio.to_thread(
+            account_masks_content, database, caller.billing_account_id
+        )
+    except Exception:
+        logger.exception("looking up whether account %s masks content failed",
+                         caller.billing_account_id)
+        masked = True  # in doubt, mask
+    mark_failed_request(span, exc, mask_content=masked)
+
+
+def _current_trace_id() -> str | None:
+    # The run span, when it started, is a child of the server span: they share the trace.
+    context = trace.get_current_span().get_span_context()
+    return format_trace_id(context.trace_id) if context.is_valid else None

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode, format_trace_id
 
 from api_support import (
     Seed,
@@ -25,11 +27,19 @@ from api_support import (
 )
 from service.config import Settings
 from service.graphs import Graph, GraphExecutor, GraphRunError, Node, RunInput, RunState
+from service.graphs.outcome import recording_abort_reason
 from service.graphs.runtime import NodeRuntime
 from service.llm import ChatMessage, OfflineProvider
 from service.main import create_app
+from service.services import Services
+from service.store import Database, create_billing_account, create_user
 from telemetry import CallerContext, bind_caller, derive_user_session_id
-from telemetry.attributes import SESSION_ID, USER_ID
+from telemetry.attributes import (
+    LANGFUSE_OBSERVATION_STATUS_MESSAGE,
+    LANGFUSE_TRACE_METADATA_PREFIX,
+    SESSION_ID,
+    USER_ID,
+)
 from trace_support import (
     ERROR_TYPE,
     LEVEL,
@@ -43,7 +53,27 @@ from trace_support import (
 )
 
 REVIEW = "/api/internal/graphs/builtin:governance-review/runs"
+CHAT = "/api/v1/ai/chat"
 LLM_ERROR = "service.llm.base.LLMError"
+FAILURE_MESSAGE = f"{LLM_ERROR}: LLM answered 503 for model 'offline-echo'"
+STATUS_MESSAGE = LANGFUSE_OBSERVATION_STATUS_MESSAGE
+RUN_ID = f"{LANGFUSE_TRACE_METADATA_PREFIX}run_id"
+
+
+def error_spans(spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+    """The spans whose status is ERROR."""
+    return [span for span in spans if span.status.status_code is StatusCode.ERROR]
+
+
+def server_span(spans: Sequence[ReadableSpan]) -> ReadableSpan:
+    """The one HTTP server span among `spans`."""
+    (found,) = [span for span in spans if span.kind is SpanKind.SERVER]
+    return found
+
+
+def trace_id_of(span: ReadableSpan) -> str:
+    assert span.context is not None
+    return format_trace_id(span.context.trace_id)
 
 
 def test_a_successful_run_records_one_success_outcome_and_no_error_on_both_paths(
@@ -83,6 +113,118 @@ def test_a_failing_llm_call_records_one_error_outcome_with_its_type_on_both_path
         # The tools that ran before the failure succeeded, and say so.
         for tool in named(spans, "execute_tool"):
             assert tool.status.status_code is StatusCode.UNSET and LEVEL not in attributes(tool)
+
+
+def test_every_error_span_of_a_failed_run_says_which_error_where_langfuse_reads_it(
+    settings: Settings, tracer_provider: TracerProvider, exporter: InMemorySpanExporter,
+    seed: Seed,
+) -> None:
+    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=FailingProvider())
+    with TestClient(app) as client:
+        chat = client.post(CHAT, json=chat_body(), headers=user_headers(seed.alice_key))
+        review = client.post(REVIEW, json=run_body(seed.acme_grant),
+                             headers=scheduler_headers("k-messages"))
+
+    chat_spans = spans_of_trace(exporter, chat.json()["traceId"])
+    review_spans = spans_of_trace(exporter, review.json()["traceId"])
+    # The run's own spans: status description and Langfuse's status message alike.
+    for spans in (chat_spans, review_spans):
+        failed = [span for span in error_spans(spans) if span.kind is not SpanKind.SERVER]
+        assert sorted(span.name.split()[0] for span in failed) == ["chat", "invoke_agent", "node"]
+        for span in failed:
+            assert span.status.description == FAILURE_MESSAGE, span.name
+            assert attributes(span)[STATUS_MESSAGE] == FAILURE_MESSAGE, span.name
+    # The chat's server span, ERROR from its 502, says the same.
+    server = server_span(chat_spans)
+    assert server.status.status_code is StatusCode.ERROR
+    assert attributes(server)[STATUS_MESSAGE] == FAILURE_MESSAGE
+    assert attributes(server)[LEVEL] == "ERROR"
+    # The review's answered 200 (ok: false): its server span is no error.
+    assert server_span(review_spans).status.status_code is StatusCode.UNSET
+
+
+def test_a_masked_accounts_error_spans_give_the_error_type_only(
+    settings: Settings, tracer_provider: TracerProvider, exporter: InMemorySpanExporter,
+    database: Database,
+) -> None:
+    create_billing_account(database, "private", mask_content=True)
+    key = create_user(database, billing_account_id="private", user_id="carol").api_key
+    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=FailingProvider())
+    with TestClient(app) as client:
+        response = client.post(CHAT, json=chat_body(), headers=user_headers(key))
+
+    assert response.status_code == 502
+    failed = error_spans(spans_of_trace(exporter, response.json()["traceId"]))
+    assert len(failed) == 4  # chat, node, run and server spans
+    for span in failed:
+        assert attributes(span)[STATUS_MESSAGE] == f"{LLM_ERROR}: [content masked]", span.name
+
+
+def test_a_failed_chat_answers_502_with_the_ids_of_its_run_and_trace(
+    settings: Settings, tracer_provider: TracerProvider, exporter: InMemorySpanExporter,
+    seed: Seed,
+) -> None:
+    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=FailingProvider())
+    with TestClient(app) as client:
+        response = client.post(CHAT, json=chat_body(stateKey="t-failed"),
+                               headers=user_headers(seed.alice_key))
+
+    assert response.status_code == 502
+    body = response.json()
+    assert set(body) == {"error", "message", "runId", "traceId", "sessionId", "stateKey"}
+    assert body["error"] == "run_failed" and "503" in body["message"]
+    assert body["sessionId"] == derive_user_session_id("acme", "t-failed")
+    assert body["stateKey"] == "t-failed"
+    ((trace_id, spans),) = traces(exporter).items()
+    assert body["traceId"] == trace_id
+    assert attributes(only(spans, "invoke_agent"))[RUN_ID] == body["runId"]
+    assert {attributes(span)[SESSION_ID] for span in spans} == {body["sessionId"]}
+
+
+def test_a_failed_governance_run_answers_ok_false_with_the_ids_of_its_run_and_trace(
+    settings: Settings, tracer_provider: TracerProvider, exporter: InMemorySpanExporter,
+    seed: Seed,
+) -> None:
+    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=FailingProvider())
+    with TestClient(app) as client:
+        response = client.post(REVIEW, json=run_body(seed.acme_grant, runId="run-failed-1"),
+                               headers=scheduler_headers("k-ids"))
+
+    body = response.json()
+    assert response.status_code == 200 and body["ok"] is False and "503" in body["error"]
+    ((trace_id, spans),) = traces(exporter).items()
+    assert body["traceId"] == trace_id and body["runId"] == "run-failed-1"
+    assert attributes(only(spans, "invoke_agent"))[RUN_ID] == "run-failed-1"
+    assert {attributes(span)[SESSION_ID] for span in spans} == {body["sessionId"]}
+
+
+def _failing_lookup(billing_account_id: str) -> bool:
+    raise sqlite3.OperationalError("database is locked")
+
+
+def test_a_chat_whose_run_breaks_outside_its_nodes_answers_500_with_its_ids(
+    app: FastAPI, tracer_provider: TracerProvider, exporter: InMemorySpanExporter, seed: Seed,
+) -> None:
+    with TestClient(app) as client:
+        services = app.state.services
+        assert isinstance(services, Services)
+        # The executor's look-up of the account's masking fails, before any span of the run.
+        broken = GraphExecutor(tracer=tracer_provider.get_tracer("t"), llm=OfflineProvider(),
+                               masks_content=_failing_lookup)
+        app.state.services = dataclasses.replace(services, executor=broken)
+        response = client.post(CHAT, json=chat_body(stateKey="t-500"),
+                               headers=user_headers(seed.alice_key))
+
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"] == "internal_error" and body["message"] == "internal server error"
+    assert body["sessionId"] == derive_user_session_id("acme", "t-500")
+    assert body["stateKey"] == "t-500" and body["runId"]
+    (server,) = exporter.get_finished_spans()
+    assert body["traceId"] == trace_id_of(server)
+    assert server.status.status_code is StatusCode.ERROR
+    assert attributes(server)[STATUS_MESSAGE] == "sqlite3.OperationalError: database is locked"
+    assert attributes(server)[LEVEL] == "ERROR"
 
 
 def _caller(graph_id: str) -> CallerContext:
@@ -126,6 +268,7 @@ def test_a_failing_tool_marks_its_own_span_its_node_and_the_run_as_errors(
         assert span.status.status_code is StatusCode.ERROR, prefix
         assert attributes(span)[ERROR_TYPE] == "KeyError", prefix
         assert attributes(span)[LEVEL] == "ERROR", prefix
+        assert attributes(span)[STATUS_MESSAGE] == "KeyError: 'customer-42'", prefix
     (event,) = only(spans, "execute_tool").events
     assert event.name == "exception" and (event.attributes or {})["exception.type"] == "KeyError"
 
@@ -174,7 +317,10 @@ def test_a_cancelled_governance_run_records_one_aborted_outcome_and_ends_every_s
     for span in (only(spans, "invoke_agent"), only(spans, "node assess"), only(spans, "chat")):
         assert span.status.status_code is StatusCode.UNSET, span.name
         assert attributes(span)[LEVEL] == "WARNING", span.name
+        # Nobody said why the task was cancelled: the spans say only that it was.
+        assert attributes(span)[STATUS_MESSAGE] == "aborted: the run was cancelled", span.name
     assert LEVEL not in attributes(only(spans, "node gather"))  # it had finished
+    assert STATUS_MESSAGE not in attributes(only(spans, "node gather"))
 
 
 def test_a_cancelled_run_records_aborted_and_never_a_second_outcome(
@@ -200,6 +346,33 @@ def test_a_cancelled_run_records_aborted_and_never_a_second_outcome(
     assert outcomes(spans) == ["aborted"]
     assert [span.name for span in spans] == ["chat offline-echo", "node respond",
                                              "invoke_agent builtin:chat"]
+
+
+def test_a_run_cancelled_for_a_known_reason_says_why_on_every_span_it_aborts(
+    tracer_provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    provider = StallingProvider()
+    executor = GraphExecutor(tracer=tracer_provider.get_tracer("t"), llm=provider)
+    chat = Graph(id="builtin:chat", description="", nodes=(Node("respond", _respond),))
+
+    async def run_then_cancel() -> None:
+        with bind_caller(_caller("builtin:chat")), recording_abort_reason() as abort_reason:
+            task = asyncio.create_task(
+                executor.run(chat, RunInput(messages=(ChatMessage("user", "hi"),)))
+            )
+            await provider.started.wait()
+            abort_reason.reason = "the service is shutting down"
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(run_then_cancel())
+
+    spans = exporter.get_finished_spans()
+    assert outcomes(spans) == ["aborted"]
+    assert {attributes(span)[STATUS_MESSAGE] for span in spans} == {
+        "aborted: the service is shutting down"
+    }
 
 
 async def _respond(state: RunState, runtime: NodeRuntime) -> None:

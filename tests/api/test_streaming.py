@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import re
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from api_support import Seed, chat_body, spans_of_trace, user_headers
 from service.config import Settings
-from service.llm import OpenAICompatibleProvider
+from service.llm import (
+    ChatMessage,
+    ChunkSink,
+    Completion,
+    OfflineProvider,
+    OpenAICompatibleProvider,
+)
 from service.main import create_app
 from telemetry import derive_user_session_id
 from telemetry.attributes import (
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
+    LANGFUSE_OBSERVATION_COMPLETION_START_TIME,
+    LANGFUSE_OBSERVATION_STATUS_MESSAGE,
     SESSION_ID,
     USER_ID,
 )
@@ -124,7 +136,10 @@ def test_a_client_closing_the_stream_mid_answer_aborts_the_run_and_ends_every_sp
 
     assert first == 'data: {"content":"Hello "}'
     assert provider.started.is_set()
-    _assert_one_aborted_run_with_every_span_in_its_session(exporter)
+    # The test client cancels the request's task rather than reporting a disconnect.
+    _assert_one_aborted_run_with_every_span_in_its_session(
+        exporter, reason="aborted: the run was cancelled"
+    )
 
 
 def test_a_client_disconnecting_from_a_real_server_mid_stream_aborts_the_run(
@@ -144,11 +159,13 @@ def test_a_client_disconnecting_from_a_real_server_mid_stream_aborts_the_run(
 
     assert first == 'data: {"content":"Hello "}'
     assert server_span_ended, [s.name for s in exporter.get_finished_spans()]
-    _assert_one_aborted_run_with_every_span_in_its_session(exporter)
+    _assert_one_aborted_run_with_every_span_in_its_session(
+        exporter, reason="aborted: the client disconnected"
+    )
 
 
 def _assert_one_aborted_run_with_every_span_in_its_session(
-    exporter: InMemorySpanExporter,
+    exporter: InMemorySpanExporter, *, reason: str
 ) -> None:
     ((_, spans),) = traces(exporter).items()
     assert sorted(span.name for span in spans) == sorted(
@@ -163,6 +180,8 @@ def _assert_one_aborted_run_with_every_span_in_its_session(
     for span in (run, only(spans, "node"), only(spans, "chat")):
         assert span.status.status_code is StatusCode.UNSET, span.name
         assert attributes(span)[LEVEL] == "WARNING", span.name
+        # Langfuse shows why on each aborted observation.
+        assert attributes(span)[LANGFUSE_OBSERVATION_STATUS_MESSAGE] == reason, span.name
 
 
 def _first_data_line(lines: Iterator[str]) -> str:
@@ -208,3 +227,88 @@ def test_a_chat_streamed_from_an_openai_compatible_server_records_its_usage(
     assert attributes(span)[GEN_AI_RESPONSE_MODEL] == "gpt-test-2026-01-01"
     assert attributes(span)[GEN_AI_USAGE_INPUT_TOKENS] == 12
     assert attributes(span)[GEN_AI_USAGE_OUTPUT_TOKENS] == 3
+
+
+ISO_UTC_MICROSECONDS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def completion_start_us(span: ReadableSpan) -> int:
+    """The span's completion start time, in microseconds since the epoch (it must be ISO UTC)."""
+    value = attributes(span)[LANGFUSE_OBSERVATION_COMPLETION_START_TIME]
+    assert isinstance(value, str) and ISO_UTC_MICROSECONDS.fullmatch(value), value
+    moment = dt.datetime.fromisoformat(value)
+    assert moment.utcoffset() == dt.timedelta(0)
+    return (moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+
+
+def test_a_streamed_answer_records_when_its_first_token_came_and_a_plain_one_does_not(
+    client: TestClient, seed: Seed, exporter: InMemorySpanExporter
+) -> None:
+    streamed = client.post(CHAT, json=chat_body(stream=True), headers=user_headers(seed.alice_key))
+    plain = client.post(CHAT, json=chat_body(), headers=user_headers(seed.alice_key))
+
+    _, final = sse_events(streamed.text)[-1]
+    generation = only(spans_of_trace(exporter, final["traceId"]), "chat ")
+    assert generation.start_time is not None and generation.end_time is not None
+    first_token = completion_start_us(generation)
+    assert generation.start_time // 1000 <= first_token <= generation.end_time // 1000
+    unstreamed = only(spans_of_trace(exporter, plain.json()["traceId"]), "chat ")
+    assert LANGFUSE_OBSERVATION_COMPLETION_START_TIME not in attributes(unstreamed)
+
+
+def test_only_the_streamed_answer_of_a_run_gets_a_completion_start_time(
+    client: TestClient, seed: Seed, exporter: InMemorySpanExporter
+) -> None:
+    # The review's first LLM call (assess) is not streamed; its last one (summarize) is.
+    response = client.post(
+        CHAT, json=chat_body(graphId="builtin:governance-review", stream=True),
+        headers=user_headers(seed.alice_key),
+    )
+
+    _, final = sse_events(response.text)[-1]
+    spans = spans_of_trace(exporter, final["traceId"])
+    assess = generation_of(spans, only(spans, "node assess"))
+    summarize = generation_of(spans, only(spans, "node summarize"))
+    assert LANGFUSE_OBSERVATION_COMPLETION_START_TIME not in attributes(assess)
+    assert LANGFUSE_OBSERVATION_COMPLETION_START_TIME in attributes(summarize)
+
+
+def generation_of(spans: Sequence[ReadableSpan], node: ReadableSpan) -> ReadableSpan:
+    """The one `chat` span that `node` started."""
+    assert node.context is not None
+    node_id = node.context.span_id
+    return only([s for s in spans if s.parent is not None and s.parent.span_id == node_id], "chat ")
+
+
+class PacedProvider(OfflineProvider):
+    """Streams "Hel", then "lo" a little later, noting when it handed each piece over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed_over_ns: list[int] = []
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, model: str, on_chunk: ChunkSink
+    ) -> Completion:
+        for piece in ("Hel", "lo"):
+            if self.handed_over_ns:
+                await asyncio.sleep(0.05)
+            self.handed_over_ns.append(time.time_ns())
+            await on_chunk(piece)
+        return Completion(content="Hello", model=model, input_tokens=1, output_tokens=1)
+
+
+def test_the_completion_start_time_is_the_first_chunks_not_a_later_ones(
+    settings: Settings, tracer_provider: TracerProvider, exporter: InMemorySpanExporter,
+    seed: Seed,
+) -> None:
+    provider = PacedProvider()
+    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=provider)
+    with TestClient(app) as client:
+        response = client.post(CHAT, json=chat_body(stream=True),
+                               headers=user_headers(seed.alice_key))
+
+    _, final = sse_events(response.text)[-1]
+    first_token = completion_start_us(only(spans_of_trace(exporter, final["traceId"]), "chat "))
+    first, second = provider.handed_over_ns
+    assert first // 1000 <= first_token < second // 1000

@@ -48,13 +48,102 @@ def test_otel_environment_variables_override_the_application_defaults(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OTEL_SERVICE_NAME", "renamed")
-    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod,team=ai")
-    provider = configure_tracing(service_name="svc", environment="staging",
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.version=9,team=ai")
+    provider = configure_tracing(service_name="svc", service_version="1.2.3",
                                  exporter=InMemorySpanExporter(), batch=False)
     attrs = provider.resource.attributes
     assert attrs["service.name"] == "renamed"
-    assert attrs[DEPLOYMENT_ENVIRONMENT_NAME] == "prod"
+    assert attrs["service.version"] == "9"
     assert attrs["team"] == "ai"
+
+
+@pytest.mark.parametrize("environment", ["production", "staging_eu", "dev-1", "a" * 40])
+def test_a_valid_langfuse_environment_is_accepted(environment: str) -> None:
+    provider = configure_tracing(service_name="svc", environment=environment,
+                                 exporter=InMemorySpanExporter(), batch=False)
+
+    assert provider.resource.attributes[DEPLOYMENT_ENVIRONMENT_NAME] == environment
+
+
+@pytest.mark.parametrize(
+    "environment", ["Prod Env!", "Production", "langfuse-prod", "langfuse", "a" * 41, ""]
+)
+def test_an_environment_langfuse_would_rewrite_is_refused_naming_it(environment: str) -> None:
+    with pytest.raises(ValueError, match=rf"environment={environment!r} is not a valid Langfuse"):
+        configure_tracing(service_name="svc", environment=environment,
+                          exporter=InMemorySpanExporter(), batch=False)
+
+
+@pytest.mark.parametrize("key", ["deployment.environment.name", "deployment.environment"])
+def test_an_otel_resource_environment_contradicting_the_argument_is_refused_naming_both(
+    key: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", f"team=ai,{key}=production")
+
+    with pytest.raises(ValueError) as refused:
+        configure_tracing(service_name="svc", environment="development",
+                          exporter=InMemorySpanExporter(), batch=False)
+
+    message = str(refused.value)
+    assert "environment='development'" in message
+    assert f"OTEL_RESOURCE_ATTRIBUTES {key}='production'" in message
+
+
+def test_the_contradiction_is_refused_even_with_the_sdk_disabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=production")
+
+    with pytest.raises(ValueError, match="OTEL_RESOURCE_ATTRIBUTES"):
+        configure_tracing(service_name="svc", environment="development",
+                          exporter=InMemorySpanExporter(), batch=False)
+
+
+@pytest.mark.parametrize(
+    "resource", ["deployment.environment.name=staging", "deployment.environment=staging,x=1"]
+)
+def test_an_otel_resource_environment_agreeing_with_the_argument_is_accepted(
+    resource: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", resource)
+
+    provider = configure_tracing(service_name="svc", environment="staging",
+                                 exporter=InMemorySpanExporter(), batch=False)
+
+    assert provider.resource.attributes[DEPLOYMENT_ENVIRONMENT_NAME] == "staging"
+
+
+def test_without_an_argument_the_otel_resource_environment_is_used_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod")
+    provider = configure_tracing(service_name="svc", exporter=InMemorySpanExporter(), batch=False)
+    assert provider.resource.attributes[DEPLOYMENT_ENVIRONMENT_NAME] == "prod"
+
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=Prod")
+    with pytest.raises(ValueError, match="OTEL_RESOURCE_ATTRIBUTES deployment.environment.name="):
+        configure_tracing(service_name="svc", exporter=InMemorySpanExporter(), batch=False)
+
+
+def test_two_different_environments_in_the_otel_resource_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "deployment.environment.name=prod,deployment.environment=staging",
+    )
+    with pytest.raises(ValueError, match="names two environments"):
+        configure_tracing(service_name="svc", exporter=InMemorySpanExporter(), batch=False)
+
+
+def test_an_otel_resource_without_an_environment_keeps_the_argument(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "team=ai")
+    provider = configure_tracing(service_name="svc", environment="staging",
+                                 exporter=InMemorySpanExporter(), batch=False)
+    assert provider.resource.attributes[DEPLOYMENT_ENVIRONMENT_NAME] == "staging"
 
 
 def test_session_processor_runs_before_the_exporter() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from service.config import ModelPrice
 from service.graphs.outcome import error_type, recording_outcome
@@ -44,11 +46,12 @@ def test_each_kind_of_payload_has_its_own_cap(
 ) -> None:
     kind, size = kilobytes
     text = "x" * (size * 1000)
-    attribute = {
+    builders: dict[str, Callable[[], AttributeValue]] = {
         "run": lambda: READABLE.run_input((ChatMessage("user", text),)),
         "llm": lambda: READABLE.llm_input((ChatMessage("user", text),))[GEN_AI_INPUT_MESSAGES],
         "tool": lambda: READABLE.tool_input({"q": text})[LANGFUSE_OBSERVATION_INPUT],
-    }[kind]()
+    }
+    attribute = builders[kind]()
 
     assert ('"omitted":"over_cap"' in str(attribute)) is summarized
 
