@@ -41,6 +41,7 @@ BENCH_ARGS ?=
 bench: $(BENCH_VENV)/.installed collector
 	$(BENCH_PY) bench/processor_overhead.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/encoder_overhead.py $(BENCH_ARGS)
+	$(BENCH_PY) bench/trace_bytes.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/instrumentation_overhead.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/service_overhead.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/pipeline_throughput.py $(BENCH_ARGS)

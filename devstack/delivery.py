@@ -1,13 +1,15 @@
 """Wait until the spans the service sent have gone through the collector, with a deadline.
 
-The collector's own metrics say what it accepted from the service and what the destination
-took; the development sink says which spans of which traces it holds. A trace is complete at
+The collector's own metrics say what it accepted from the service, what its Langfuse pipeline
+kept out (spans of requests that started no run) and what the destination took; the development
+sink says which spans of which traces it holds. A trace is complete at
 the sink when its root span (the service's server span, which ends last and so is exported
 last) is there and every span's parent is there too.
 """
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +21,9 @@ from devstack.processes import wait_until
 from devstack.stack import CollectorHandle, SinkHandle
 
 __all__ = [
+    "LANGFUSE_EXPORTER",
+    "LANGFUSE_RUN_FILTER",
+    "OPS_EXPORTER",
     "CollectorCounters",
     "DeliveryError",
     "collector_counters",
@@ -27,6 +32,12 @@ __all__ = [
     "wait_for_export",
     "wait_for_sink",
 ]
+
+
+# Component ids in otel-collector.yaml.
+LANGFUSE_EXPORTER = "otlp_http/langfuse"
+LANGFUSE_RUN_FILTER = "filter/langfuse_runs"
+OPS_EXPORTER = "otlp_http/ops"
 
 
 class DeliveryError(AssertionError):
@@ -38,30 +49,43 @@ class CollectorCounters:
     """Span counts from the collector's metrics endpoint (summed over all series)."""
 
     accepted: int  # received from the SDK
-    sent: int  # taken by the destination (2xx)
-    failed: int  # given up on by the exporter
-    queued: int  # bytes still in the sending queue
+    sent: int  # taken by Langfuse (2xx)
+    failed: int  # given up on by the Langfuse exporter
+    queued: int  # bytes still in the Langfuse sending queue
+    filtered: int = 0  # kept out of Langfuse: spans of requests that started no run
 
     @property
     def drained(self) -> bool:
-        """Everything accepted has been sent and nothing waits in the queue."""
-        return self.accepted > 0 and self.sent >= self.accepted and self.queued == 0
+        """Everything accepted has been sent to Langfuse or kept out, and nothing waits."""
+        return (
+            self.accepted > 0
+            and self.sent + self.filtered >= self.accepted
+            and self.queued == 0
+        )
 
 
 def collector_counters(metrics_url: str) -> CollectorCounters:
     """Read the collector's span counters from its Prometheus endpoint."""
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
         text = response.read().decode()
-    totals = _sum_metrics(text)
+    series = _metric_series(text)
 
-    def total(name: str) -> int:
-        return int(totals.get(name, 0) + totals.get(name + "_total", 0))
+    def total(name: str, **labels: str) -> int:
+        return int(sum(
+            value for found, found_labels, value in series
+            if found in (name, name + "_total")
+            and all(found_labels.get(key) == wanted for key, wanted in labels.items())
+        ))
 
+    # Only the Langfuse pipeline's exporter and filter: the optional ops pipeline sends (or
+    # drops) its own copy of every span, which says nothing about Langfuse.
+    langfuse = {"exporter": LANGFUSE_EXPORTER}
     return CollectorCounters(
         accepted=total("otelcol_receiver_accepted_spans"),
-        sent=total("otelcol_exporter_sent_spans"),
-        failed=total("otelcol_exporter_send_failed_spans"),
-        queued=total("otelcol_exporter_queue_size"),
+        sent=total("otelcol_exporter_sent_spans", **langfuse),
+        failed=total("otelcol_exporter_send_failed_spans", **langfuse),
+        queued=total("otelcol_exporter_queue_size", **langfuse),
+        filtered=total("otelcol_processor_filter_spans_filtered", filter=LANGFUSE_RUN_FILTER),
     )
 
 
@@ -143,22 +167,30 @@ def wait_for_export(
 def _raise_if_dropped(collector: CollectorHandle) -> None:
     # 400/401/413 from the destination are permanent: the exporter logs "Dropping data" and the
     # spans are gone, so report it now rather than at the deadline.
-    dropped = [line for line in collector.log().splitlines() if "Dropping data" in line]
+    dropped = [
+        line for line in collector.log().splitlines()
+        if "Dropping data" in line and OPS_EXPORTER not in line
+    ]
     if dropped:
         raise DeliveryError(
             "the collector dropped spans (wrong keys or host?):\n" + "\n".join(dropped[-5:])
         )
 
 
-def _sum_metrics(text: str) -> dict[str, float]:
-    totals: dict[str, float] = {}
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _metric_series(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample in a Prometheus text exposition."""
+    series = []
     for line in text.splitlines():
-        if not line or line.startswith("#"):
+        match = _SAMPLE.match(line)
+        if match is None:
             continue
-        name_and_labels, _, value = line.rpartition(" ")
-        name = name_and_labels.split("{", 1)[0]
+        name, labels, value = match.groups()
         try:
-            totals[name] = totals.get(name, 0.0) + float(value)
+            series.append((name, dict(_LABEL.findall(labels or "")), float(value)))
         except ValueError:
             continue
-    return totals
+    return series

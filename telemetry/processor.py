@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
@@ -85,7 +86,7 @@ class SessionSpanProcessor(SpanProcessor):
             logger.exception("SessionSpanProcessor failed on span %r", span.name)
 
     def on_end(self, span: ReadableSpan) -> None:
-        attributes = span.attributes or {}
+        attributes = _attribute_store(span)
         stamped = attributes.get(LANGFUSE_SESSION_ID)
         unstamped = self._unstamped
         if unstamped and span.context is not None and span.context.span_id in unstamped:
@@ -128,6 +129,17 @@ class SessionSpanProcessor(SpanProcessor):
                 "appear in Langfuse's Sessions view (further such spans are only counted)",
                 span.name,
             )
+
+
+def _attribute_store(span: ReadableSpan) -> Mapping[str, Any]:
+    # on_end runs on every span: the public `attributes` wraps the store in a
+    # new MappingProxyType each call (measured ~175 ns, a third of on_end), so
+    # read the SDK's own dict when it is there; it is no longer written to.
+    attributes = getattr(span, "_attributes", None)
+    store = getattr(attributes, "_dict", attributes)
+    if type(store) is dict:
+        return store
+    return span.attributes or {}
 
 
 def _stamp(span: Span, caller: CallerContext) -> None:

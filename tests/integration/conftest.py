@@ -118,9 +118,9 @@ def service_factory(service_database_url: str, tmp_path: Path) -> Iterator[Servi
             database_url=service_database_url,
             scheduler_token=SCHEDULER_TOKEN,
             otlp_endpoint=otlp_endpoint,
-            # The offline LLM provider, whatever the developer's shell or .env configures.
-            LLM_BASE_URL="",
-            **overrides,
+            # The offline LLM provider, whatever the developer's shell or .env configures,
+            # unless the test names one.
+            **({"LLM_BASE_URL": ""} | overrides),
         )
         handle = start_service(env=env, log_path=tmp_path / f"service-{len(started)}.log")
         started.append(handle)

@@ -48,7 +48,12 @@ def send_runs(
     tracer = provider.get_tracer("pipeline-test")
     sent: set[str] = set()
     for run in range(runs):
-        identity = {"session.id": f"ba:acme:s:{run_id}-{run}", "user.id": "user-1", RUN_ID: run_id}
+        session_id = f"ba:acme:s:{run_id}-{run}"
+        # langfuse.session.id: the collector sends Langfuse only spans of runs, which carry it.
+        identity = {
+            "langfuse.session.id": session_id, "session.id": session_id,
+            "user.id": "user-1", RUN_ID: run_id,
+        }
         with tracer.start_as_current_span("invoke_agent builtin:chat", attributes=identity) as root:
             sent.add(format(root.get_span_context().span_id, "016x"))
             for index in range(spans_per_run - 1):
