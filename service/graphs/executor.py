@@ -15,6 +15,7 @@ from service.graphs.outcome import (
     MANUAL_OUTCOME,
     RUN_OUTCOME,
     Outcome,
+    error_message,
     mark_aborted,
     mark_error,
     recording_outcome,
@@ -39,11 +40,16 @@ class RunOutcome:
 
 
 class GraphRunError(Exception):
-    """A node of the run failed; the message is safe to return to the client."""
+    """A node of the run failed; the message is safe to return to the client.
 
-    def __init__(self, message: str, *, trace_id: str | None) -> None:
+    `status_message` is what the run's spans show for the error (its type and
+    scrubbed message, or the type only for an account that masks content).
+    """
+
+    def __init__(self, message: str, *, trace_id: str | None, status_message: str) -> None:
         super().__init__(message)
         self.trace_id = trace_id
+        self.status_message = status_message
 
 
 class _NoAnswerError(Exception):
@@ -141,7 +147,11 @@ class GraphExecutor:
             except Exception as exc:
                 mark_error(run_span, exc, mask_content=mask_content)
                 run_span.set_attribute(RUN_OUTCOME, Outcome.ERROR.value)
-                raise _run_error(graph, node_name, exc, trace_id) from exc
+                raise _run_error(
+                    graph, node_name, exc, trace_id, status_message=error_message(
+                        exc, mask_content=mask_content
+                    ),
+                ) from exc
             except BaseException:
                 mark_aborted(run_span)
                 run_span.set_attribute(RUN_OUTCOME, Outcome.ABORTED.value)
@@ -160,14 +170,17 @@ class GraphExecutor:
 
 
 def _run_error(
-    graph: Graph, node_name: str | None, exc: Exception, trace_id: str | None
+    graph: Graph, node_name: str | None, exc: Exception, trace_id: str | None, *,
+    status_message: str,
 ) -> GraphRunError:
     if node_name is None:
-        return GraphRunError(str(exc), trace_id=trace_id)
-    if isinstance(exc, LLMError):
-        return GraphRunError(f"node {node_name!r} failed: {exc}", trace_id=trace_id)
-    logger.exception("graph %s: node %s failed", graph.id, node_name)
-    return GraphRunError(f"node {node_name!r} failed ({type(exc).__name__})", trace_id=trace_id)
+        message = str(exc)
+    elif isinstance(exc, LLMError):
+        message = f"node {node_name!r} failed: {exc}"
+    else:
+        logger.exception("graph %s: node %s failed", graph.id, node_name)
+        message = f"node {node_name!r} failed ({type(exc).__name__})"
+    return GraphRunError(message, trace_id=trace_id, status_message=status_message)
 
 
 def _trace_id(span: Span) -> str | None:

@@ -107,7 +107,7 @@ def mark_error(span: Span, exc: BaseException, *, mask_content: bool) -> None:
     span.set_status(Status(StatusCode.ERROR, status_message))
 
 
-def mark_failed_request(span: Span, exc: BaseException, *, mask_content: bool) -> None:
+def mark_failed_request(span: Span, status_message: str) -> None:
     """Say why on a span whose ERROR status its owner sets (the HTTP server span of a 5xx).
 
     The HTTP instrumentation sets that status without a description, after the
@@ -115,7 +115,7 @@ def mark_failed_request(span: Span, exc: BaseException, *, mask_content: bool) -
     """
     span.set_attributes({
         LANGFUSE_OBSERVATION_LEVEL: "ERROR",
-        LANGFUSE_OBSERVATION_STATUS_MESSAGE: error_message(exc, mask_content=mask_content),
+        LANGFUSE_OBSERVATION_STATUS_MESSAGE: status_message,
     })
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from typing import Annotated
@@ -15,7 +14,6 @@ from opentelemetry.trace import format_trace_id
 from service.callers import user_caller
 from service.deps import (
     CurrentUserDep,
-    DatabaseDep,
     ExecutorDep,
     RegistryDep,
     RequestIdDep,
@@ -24,9 +22,8 @@ from service.deps import (
 )
 from service.errors import ApiError
 from service.graphs import GraphRunError
-from service.graphs.outcome import mark_failed_request
+from service.graphs.outcome import error_message, mark_failed_request
 from service.schemas import ChatRequest, ChatResponse, ChatRunIds, MessageBody
-from service.store import Database, account_masks_content
 from service.streaming import RunEventStream
 from telemetry import CallerContext, bind_caller
 
@@ -64,7 +61,6 @@ async def chat(
     request_id: RequestIdDep,
     registry: RegistryDep,
     executor: ExecutorDep,
-    database: DatabaseDep,
 ) -> ChatResponse | Response:
     """Run a graph for the authenticated user in the session of `stateKey`.
 
@@ -88,12 +84,14 @@ async def chat(
         try:
             outcome = await executor.run(graph, body.run_input())
         except GraphRunError as exc:
-            await _mark_server_span(exc.__cause__ or exc, caller, database)
+            _mark_server_span(exc.status_message)
             ids = _run_ids(caller, state_key, exc.trace_id)
             raise ApiError(502, "run_failed", str(exc), extra=ids) from exc
         except Exception as exc:
             logger.exception("graph %s: run %s failed", graph.id, caller.run_id)
-            await _mark_server_span(exc, caller, database)
+            # Not a node's failure: nothing says whether the account masks content, so the
+            # span gets the error's type only.
+            _mark_server_span(error_message(exc, mask_content=True))
             ids = _run_ids(caller, state_key, _current_trace_id())
             raise ApiError(500, "internal_error", "internal server error", extra=ids) from exc
     return ChatResponse(
@@ -113,21 +111,12 @@ def _run_ids(caller: CallerContext, state_key: str, trace_id: str | None) -> dic
     return ids.model_dump(mode="json", by_alias=True)
 
 
-async def _mark_server_span(exc: BaseException, caller: CallerContext, database: Database) -> None:
+def _mark_server_span(status_message: str) -> None:
     """Give the HTTP server span, which its instrumentation marks ERROR, the error's message."""
     # The run's spans have ended: the current span is the server span again.
     span = trace.get_current_span()
-    if not span.is_recording():
-        return
-    try:
-        masked = await asyncio.to_thread(
-            account_masks_content, database, caller.billing_account_id
-        )
-    except Exception:
-        logger.exception("looking up whether account %s masks content failed",
-                         caller.billing_account_id)
-        masked = True  # in doubt, mask
-    mark_failed_request(span, exc, mask_content=masked)
+    if span.is_recording():
+        mark_failed_request(span, status_message)
 
 
 def _current_trace_id() -> str | None:
