@@ -85,20 +85,22 @@ def checks(
         f"- on: the service answered {answered:,} chat runs (warm-ups and rounds); the sink holds "
         f"{traces.stamped:,} traces ({shapes}) in which every span carries session.id "
         f"`{on.session_id}` and user.id `{on.account.user_id}`; {traces.spans:,} spans in all, "
-        f"what the collector accepted and sent ({counters.sent:,}), none failed; no "
+        f"what the collector sent ({counters.sent:,}) of what it accepted "
+        f"({counters.accepted:,}; {counters.filtered:,} kept out of Langfuse as spans of "
+        "requests that started no run), none failed; no "
         "\"Queue full\" from the service's BatchSpanProcessor.",
         "- off: the collector accepted 0 spans during every off round, and no span of the off "
         f"service's user (`{targets['off'].account.user_id}`) is at the sink.",
     ]
     extra = traces.stamped - answered
-    if extra or traces.unstamped:
+    if extra or counters.filtered:
         lines.append(
             f"- Requests wrk abandoned when a round's time was up ({disconnects} "
             f"ClientDisconnect in the service log): {extra} ran to the end (their trace is at "
-            f"the sink, fully stamped, with no 200 logged) and {traces.unstamped} had not sent "
-            "their body yet, so the stateKey the session comes from was never read: only the "
-            "HTTP server span exists, with no session.id. No trace mixes spans with and "
-            "without one."
+            f"the sink, fully stamped, with no 200 logged) and {counters.filtered} spans were "
+            "HTTP server spans of requests that had not sent their body yet, so no run started: "
+            "the collector kept them out of Langfuse. No trace mixes spans with and without a "
+            "session."
         )
     return "\n".join(lines)
 

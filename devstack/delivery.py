@@ -64,8 +64,12 @@ class CollectorCounters:
         )
 
 
-def collector_counters(metrics_url: str) -> CollectorCounters:
-    """Read the collector's span counters from its Prometheus endpoint."""
+def collector_counters(metrics_url: str, *, exporter: str | None = None) -> CollectorCounters:
+    """Read the collector's span counters from its Prometheus endpoint.
+
+    `exporter`: the Langfuse pipeline's exporter, when a config overlay replaced it (the
+    benchmarks' `debug`); default `otlp_http/langfuse`.
+    """
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
         text = response.read().decode()
     series = _metric_series(text)
@@ -79,7 +83,7 @@ def collector_counters(metrics_url: str) -> CollectorCounters:
 
     # Only the Langfuse pipeline's exporter and filter: the optional ops pipeline sends (or
     # drops) its own copy of every span, which says nothing about Langfuse.
-    langfuse = {"exporter": LANGFUSE_EXPORTER}
+    langfuse = {"exporter": exporter or LANGFUSE_EXPORTER}
     return CollectorCounters(
         accepted=total("otelcol_receiver_accepted_spans"),
         sent=total("otelcol_exporter_sent_spans", **langfuse),
