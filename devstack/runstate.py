@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ class RunState:
         for database in (self.demo_db, self.sink_db):
             for suffix in ("", "-wal", "-shm", "-journal"):
                 database.with_name(database.name + suffix).unlink(missing_ok=True)
+        # The service's span spool (next to its database): batches a previous run could not
+        # export belong to that run's demo data, which is gone, and maybe to another destination.
+        shutil.rmtree(self.demo_db.parent / "spool", ignore_errors=True)
 
     @staticmethod
     def new_scheduler_token() -> str:

@@ -249,7 +249,8 @@ class ServiceHandle:
         return self.process.log()
 
     def stop(self) -> int:
-        # The service flushes its spans on exit (bounded at 10 s) before it ends.
+        # The service flushes its spans on exit (at most 5 s more for the collector; what is
+        # left goes to its spool) before it ends.
         return self.process.stop(timeout=30)
 
 

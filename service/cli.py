@@ -23,6 +23,7 @@ from service.store import (
     create_user,
     revoke_grant,
 )
+from service.store import set_account_mask_content
 
 __all__ = ["main"]
 
@@ -42,6 +43,12 @@ class _JsonArgumentParser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; 0 on success, 1 on a failed command, 2 on bad usage."""
     args = _parser().parse_args(argv)
+    # Log lines (what a command changed, what the server does) go to stderr;
+    # stdout keeps its one JSON object.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         settings = get_settings()
         result = args.command(args, settings)
@@ -67,6 +74,16 @@ def _parser() -> argparse.ArgumentParser:
         help="spans of its runs record payload hashes only, never text",
     )
     create.set_defaults(command=_accounts_create)
+    update = accounts.add_parser(
+        "update", help="change a billing account's settings (the change is logged)"
+    )
+    update.add_argument("--billing-account", required=True)
+    update.add_argument(
+        "--mask-content", action=argparse.BooleanOptionalAction, required=True,
+        help="--mask-content: spans of its runs record payload hashes only; "
+        "--no-mask-content: they record scrubbed text again",
+    )
+    update.set_defaults(command=_accounts_update)
 
     users = groups.add_parser("users", help="users and their API keys").add_subparsers(
         dest="action", required=True
@@ -124,6 +141,17 @@ def _accounts_create(args: argparse.Namespace, settings: Settings) -> dict[str, 
         "billingAccountId": account.id,
         "createdAt": account.created_at.isoformat(),
         "maskContent": account.mask_content,
+    }
+
+
+def _accounts_update(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    account, previous = set_account_mask_content(
+        _database(settings), args.billing_account, mask_content=args.mask_content
+    )
+    return {
+        "billingAccountId": account.id,
+        "maskContent": account.mask_content,
+        "previousMaskContent": previous,
     }
 
 
@@ -219,6 +247,13 @@ def _schedules_run(args: argparse.Namespace, settings: Settings) -> dict[str, An
             f"the service at {settings.service_url} answered {response.status_code} "
             f"firing schedule {schedule.id!r}: {detail}"
         )
+    if answer.get("ok") is not True:
+        # The run started and failed: its outcome is final (a repeat replays it).
+        raise CliError(
+            f"schedule {schedule.id!r} ran and failed: {answer.get('error')} "
+            f"(runId {answer.get('runId')}, traceId {answer.get('traceId')}, "
+            f"sessionId {answer.get('sessionId')})"
+        )
     return answer
 
 
@@ -238,9 +273,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
 
     # Checked here too, so a bad file is one JSON error, not a failed lifespan.
     _schedules(settings)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     app = create_app(settings)
     print(json.dumps({"serving": f"http://{args.host}:{args.port}"}), flush=True)
     # reset_contextvars: each request task starts from an empty context, never

@@ -20,10 +20,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from telemetry import resolve_environment
+from telemetry import DEFAULT_SPOOL_MAX_BYTES, resolve_environment
 
 __all__ = [
     "DEVELOPMENT",
+    "OUTCOME_MARGIN_SECONDS",
     "ModelPrice",
     "Settings",
     "get_settings",
@@ -33,6 +34,10 @@ __all__ = [
 
 DEVELOPMENT = "development"
 _SQLITE_PREFIX = "sqlite:///"
+# What IDEMPOTENCY_PENDING_TIMEOUT_SECONDS must allow past RUN_TIMEOUT_SECONDS:
+# claiming the key, then storing the outcome, which retries while the database
+# is locked (service.store.idempotency.FINISH_RETRY_SECONDS, 10 s).
+OUTCOME_MARGIN_SECONDS = 30.0
 
 
 class ModelPrice(BaseModel):
@@ -73,6 +78,14 @@ class Settings(BaseSettings):
         default=None, description="Default model; required with LLM_BASE_URL."
     )
     llm_timeout_seconds: float = Field(default=60.0, gt=0, description="LLM request timeout.")
+    run_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "Wall-clock deadline of one run, all its LLM calls and tools included; past it "
+            "the run fails."
+        ),
+    )
     deploy_environment: str = Field(
         default=DEVELOPMENT,
         description=(
@@ -81,6 +94,14 @@ class Settings(BaseSettings):
         ),
     )
     service_name: str = Field(default="sessiontrace", min_length=1)
+    max_inflight_runs: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Run requests (chat and internal runs) handled at once; past it they answer 503 "
+            "`overloaded` with Retry-After, before their body is read. Probes are never limited."
+        ),
+    )
     llm_prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(
         default_factory=dict,
         description=(
@@ -104,6 +125,21 @@ class Settings(BaseSettings):
         description=(
             "After this long a pending idempotency key (its process died mid-run) may run "
             "again; 0 keeps it pending for ever."
+        ),
+    )
+    sessiontrace_spool_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Where span batches wait while the collector is down or restarting (one process "
+            "per directory); unset: spool/ next to the DATABASE_URL file."
+        ),
+    )
+    sessiontrace_spool_max_bytes: int = Field(
+        default=DEFAULT_SPOOL_MAX_BYTES,
+        ge=0,
+        description=(
+            "Disk budget of the span spool, in encoded OTLP bytes; past it the oldest batches "
+            "are dropped and counted. 0: no spool."
         ),
     )
 
@@ -138,6 +174,11 @@ class Settings(BaseSettings):
             raise ValueError(f"SERVICE_URL must be an http(s) URL, got {value!r}")
         return value.strip().rstrip("/")
 
+    @field_validator("sessiontrace_spool_dir", mode="before")
+    @classmethod
+    def _empty_spool_dir_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("schedules_file", mode="before")
     @classmethod
     def _empty_schedules_file_is_none(cls, value: object) -> object:
@@ -163,12 +204,13 @@ class Settings(BaseSettings):
                 "SCHEDULER_API_TOKEN must be set when SCHEDULER_ENABLED is true "
                 "(the scheduler authenticates to the internal route with it)"
             )
-        pending = self.idempotency_pending_timeout_seconds
-        if 0 < pending <= self.llm_timeout_seconds:
+        pending, run = self.idempotency_pending_timeout_seconds, self.run_timeout_seconds
+        if 0 < pending <= run + OUTCOME_MARGIN_SECONDS:
             raise ValueError(
                 f"IDEMPOTENCY_PENDING_TIMEOUT_SECONDS={pending:g} must exceed "
-                f"LLM_TIMEOUT_SECONDS={self.llm_timeout_seconds:g} (or be 0): a run still "
-                "waiting for its LLM would otherwise be started a second time"
+                f"RUN_TIMEOUT_SECONDS={run:g} plus {OUTCOME_MARGIN_SECONDS:g} s for storing the "
+                f"outcome, i.e. be over {run + OUTCOME_MARGIN_SECONDS:g} (or be 0): a run still "
+                "going, or whose outcome is being stored, would otherwise be started a second time"
             )
         if self.llm_base_url is not None and not (self.llm_model or "").strip():
             raise ValueError(

@@ -5,6 +5,8 @@ An error may add fields after those two (a failed run adds its ids), never repla
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
@@ -12,7 +14,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.store.database import BUSY_TIMEOUT_SECONDS, is_busy
+
 __all__ = ["ApiError", "error_response", "install_error_handlers"]
+
+logger = logging.getLogger(__name__)
+
+# How long a client told the database was busy should wait before retrying.
+_DATABASE_BUSY_RETRY_AFTER = "2"
 
 
 class ApiError(Exception):
@@ -77,6 +86,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    # A lock held past the busy timeout (a long write, a backup) is
+    # temporary: 503 with Retry-After, not an internal error. Nothing a
+    # request did before it failed is kept (each write is one transaction),
+    # so retrying is safe; a run whose outcome could not be stored answers
+    # that outcome instead (service.routes.runs).
+    if not is_busy(exc):
+        raise exc  # an unexpected error: 500 internal_error, traceback logged
+    logger.warning("%s %s: the database stayed locked: %s", request.method, request.url.path, exc)
+    return error_response(
+        503, "database_busy",
+        f"the database stayed locked for over {BUSY_TIMEOUT_SECONDS:g} s; retry shortly",
+        headers={"Retry-After": _DATABASE_BUSY_RETRY_AFTER},
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # Starlette re-raises after this handler, so the server logs the traceback.
     return error_response(500, "internal_error", "internal server error")
@@ -87,4 +112,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(sqlite3.OperationalError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

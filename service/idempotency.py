@@ -9,7 +9,12 @@ Semantics of `Idempotency-Key` on the internal runs route:
   input differ): 422;
 - a refusal before the run (401, 400, 404, 403) stores nothing: the key stays free;
 - a key left pending by a process that died mid-run may run again once it is
-  older than IDEMPOTENCY_PENDING_TIMEOUT_SECONDS (0: it stays pending).
+  older than IDEMPOTENCY_PENDING_TIMEOUT_SECONDS (0: it stays pending); that
+  run's trace names the attempt it retakes (`retakes_run_id`, `attempt`);
+- a run that ended answers its outcome even when storing it failed (after
+  retrying while the database was locked): the key stays pending, and since
+  the pending timeout exceeds RUN_TIMEOUT_SECONDS and the time storing may
+  take, no retry runs it again while the first run may still be going.
 """
 
 from __future__ import annotations

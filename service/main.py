@@ -12,16 +12,18 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
-from service.config import Settings, get_settings
+from service.config import Settings, get_settings, sqlite_path
 from service.errors import install_error_handlers
+from service.limits import InFlightLimitMiddleware
 from service.llm import LLMProvider
 from service.middleware import RequestIdMiddleware
+from service.request_attributes import make_server_request_hook, request_attribute_limit
 from service.routes import chat, health, runs
 from service.scheduler import embedded_scheduler
 from service.schedules import configured_schedules
 from service.services import open_services
 from service.trace_boundary import make_trace_boundary
-from telemetry import ContextPropagatingExecutor, configure_tracing
+from telemetry import ContextPropagatingExecutor, SpanSpool, configure_tracing
 
 __all__ = ["create_app"]
 
@@ -29,6 +31,13 @@ logger = logging.getLogger(__name__)
 
 _UNTRACED_URLS = "healthz,readyz"
 _FLUSH_TIMEOUT_MS = 10_000
+# How long a stopping service still waits for the collector; then the spans left go to the
+# spool for the next start. Without it a hung collector holds each export for
+# OTEL_EXPORTER_OTLP_TIMEOUT (10 s): three of them made a SIGTERM take 30 s.
+_SHUTDOWN_SEND_SECONDS = 5.0
+# The BatchSpanProcessor's queue, in spans, unless OTEL_BSP_MAX_QUEUE_SIZE says otherwise:
+# four times the SDK's 2,048, for bursts and for the export that finds the collector gone.
+_SPAN_QUEUE_SIZE = 8192
 
 
 def create_app(
@@ -48,10 +57,13 @@ def create_app(
     """
     resolved = settings if settings is not None else get_settings()
     owns_provider = tracer_provider is None
+    spool = _span_spool(resolved) if owns_provider else None
     provider = tracer_provider or configure_tracing(
         service_name=resolved.service_name,
         service_version=_package_version(),
         environment=resolved.deploy_environment,
+        spool=spool,
+        max_queue_size=_SPAN_QUEUE_SIZE,
     )
 
     @asynccontextmanager
@@ -80,11 +92,14 @@ def create_app(
             app.state.services = None
             app.state.scheduler = None
             executor.shutdown(wait=True)
-            _close_provider(provider, shutdown=owns_provider)
+            _close_provider(provider, shutdown=owns_provider, spool=spool)
 
     app = FastAPI(title="sessiontrace", version=_package_version() or "0", lifespan=lifespan)
     app.state.settings = resolved
+    app.state.span_spool = spool
     install_error_handlers(app)
+    # Added first, so it runs inside RequestIdMiddleware: a 503 or 413 still gets its request id.
+    app.add_middleware(InFlightLimitMiddleware, limit=resolved.max_inflight_runs)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(chat.router)
@@ -96,14 +111,29 @@ def create_app(
         # The ASGI receive/send spans start outside the route, before the
         # caller is bound: they would be spans without a session.
         exclude_spans=["receive", "send"],
+        # Scrubs secrets from the recorded query and cuts request details
+        # (User-Agent, URL, headers) to the attribute length limit.
+        server_request_hook=make_server_request_hook(limit=request_attribute_limit()),
     )
     make_trace_boundary(app)
     return app
 
 
-def _close_provider(provider: TracerProvider, *, shutdown: bool) -> None:
+def _span_spool(settings: Settings) -> SpanSpool | None:
+    if settings.sessiontrace_spool_max_bytes == 0:
+        return None
+    # Next to the database by default: on the same volume, and one per service instance.
+    directory = settings.sessiontrace_spool_dir or (
+        sqlite_path(settings.database_url).parent / "spool"
+    )
+    return SpanSpool(directory, max_bytes=settings.sessiontrace_spool_max_bytes)
+
+
+def _close_provider(provider: TracerProvider, *, shutdown: bool, spool: SpanSpool | None) -> None:
     # Telemetry never breaks the service, not even its exit.
     try:
+        if spool is not None:
+            spool.begin_shutdown(send_timeout=_SHUTDOWN_SEND_SECONDS)
         provider.force_flush(timeout_millis=_FLUSH_TIMEOUT_MS)
         if shutdown:
             provider.shutdown()

@@ -20,11 +20,22 @@ from service.config import Settings
 from service.schedules import Schedule, idempotency_key
 from service.store import Database, check_grant, get_grant
 
-__all__ = ["Scheduler", "embedded_scheduler", "fire_once", "service_client", "utc_now"]
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "Scheduler",
+    "embedded_scheduler",
+    "fire_once",
+    "service_client",
+    "utc_now",
+]
 
 logger = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_SECONDS = 10.0
+# Answers after which the same firing may succeed later: the service was busy,
+# restarting or behind a failing proxy, or the key's earlier attempt still runs.
+# 200 (ok: false included) is final, and the other 4xx will not change.
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 def utc_now() -> dt.datetime:
@@ -33,7 +44,11 @@ def utc_now() -> dt.datetime:
 
 
 class Scheduler:
-    """Fires schedules on their cron; skips a firing while the previous one still runs."""
+    """Fires schedules on their cron; skips a firing while the previous one still runs.
+
+    A firing that failed in a way that may pass (no answer, 5xx, 429, 409) is
+    retried with backoff until the schedule's next firing (`fire_with_retries`).
+    """
 
     def __init__(
         self,
@@ -43,7 +58,16 @@ class Scheduler:
         token: str,
         clock: Callable[[], dt.datetime] = utc_now,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        first_retry_seconds: float = 5.0,
+        max_retry_seconds: float = 300.0,
     ) -> None:
+        if not 0 < first_retry_seconds <= max_retry_seconds:
+            raise ValueError(
+                f"need 0 < first_retry_seconds <= max_retry_seconds, got "
+                f"{first_retry_seconds} and {max_retry_seconds}"
+            )
+        self._first_retry = first_retry_seconds
+        self._max_retry = max_retry_seconds
         self._schedules = {schedule.id: schedule for schedule in schedules}
         self._client = client
         self._token = token
@@ -92,7 +116,7 @@ class Scheduler:
                     await self._sleep(delay)
                 for schedule_id, fire_at in due.items():
                     if fire_at == moment:
-                        self._spawn(self._fire_logged(schedule_id, fire_at))
+                        self._spawn(self.fire_with_retries(schedule_id, fire_at))
                 last = moment
         finally:
             # Firings in flight are cancelled with the loop; their keys stay
@@ -107,19 +131,57 @@ class Scheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _fire_logged(self, schedule_id: str, scheduled_for: dt.datetime) -> None:
+    async def fire_with_retries(self, schedule_id: str, scheduled_for: dt.datetime) -> None:
+        """Fire, and retry a firing that may still succeed, until the schedule's next firing.
+
+        Retries send the same Idempotency-Key, so the service runs the firing at
+        most once. They back off exponentially from `first_retry_seconds` up to
+        `max_retry_seconds` (longer when the service asks with Retry-After), and
+        none starts at or after the next firing: that one takes over.
+        """
+        next_firing = self._schedules[schedule_id].next_fire_after(scheduled_for)
+        delay = self._first_retry
+        attempt = 1
+        while True:
+            retry = await self._attempt(schedule_id, scheduled_for)
+            if retry is None:
+                return
+            reason, asked = retry
+            wait = max(delay, asked or 0.0)
+            if self._clock() + dt.timedelta(seconds=wait) >= next_firing:
+                logger.error(
+                    "schedule %s: firing for %s failed after %d attempt(s) (%s); not retried: "
+                    "the next firing, at %s, comes first", schedule_id,
+                    scheduled_for.isoformat(), attempt, reason, next_firing.isoformat(),
+                )
+                return
+            logger.warning(
+                "schedule %s: firing for %s failed (%s); retrying in %.1f s with the same "
+                "Idempotency-Key", schedule_id, scheduled_for.isoformat(), reason, wait,
+            )
+            await self._sleep(wait)
+            delay = min(delay * 2, self._max_retry)
+            attempt += 1
+
+    async def _attempt(
+        self, schedule_id: str, scheduled_for: dt.datetime
+    ) -> tuple[str, float | None] | None:
+        """One firing; why it should be retried and any Retry-After, or None when it is over."""
         try:
             response = await self.fire(schedule_id, scheduled_for)
         except httpx.HTTPError as exc:
-            logger.error("schedule %s: could not reach the service: %s", schedule_id, exc)
-            return
+            return f"could not reach the service: {type(exc).__name__}: {exc}", None
         except Exception:
             logger.exception("schedule %s: firing for %s failed", schedule_id, scheduled_for)
-            return
-        if response is not None:
-            level = logging.INFO if response.status_code == 200 else logging.ERROR
-            logger.log(level, "schedule %s fired for %s: %s %s", schedule_id,
-                       scheduled_for.isoformat(), response.status_code, response.text[:500])
+            return None
+        if response is None:
+            return None
+        if response.status_code in RETRYABLE_STATUSES:
+            return f"{response.status_code} {response.text[:300]}", _retry_after(response)
+        level = logging.INFO if response.status_code == 200 else logging.ERROR
+        logger.log(level, "schedule %s fired for %s: %s %s", schedule_id,
+                   scheduled_for.isoformat(), response.status_code, response.text[:500])
+        return None
 
     async def _post(self, schedule: Schedule, scheduled_for: dt.datetime) -> httpx.Response:
         return await self._client.post(
@@ -135,6 +197,11 @@ class Scheduler:
                 "input": dict(schedule.input),
             },
         )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    return float(value) if value.isdigit() else None  # the HTTP-date form is not used here
 
 
 def service_client(settings: Settings) -> httpx.AsyncClient:

@@ -45,5 +45,6 @@ async def open_services(
                 environment=settings.deploy_environment,
                 prices=settings.llm_prices,
                 masks_content=functools.partial(account_masks_content, database),
+                run_timeout=settings.run_timeout_seconds,
             ),
         )

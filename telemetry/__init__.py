@@ -1,5 +1,7 @@
 """sessiontrace telemetry: every span of a graph run carries its session and user."""
 
+from telemetry._spool import DEFAULT_SPOOL_MAX_BYTES, SpanSpool, SpooledBatch, SpoolStats
+from telemetry._spooling import SpoolingSpanExporter
 from telemetry.context import (
     CallerContext,
     ContextPropagatingExecutor,
@@ -11,7 +13,7 @@ from telemetry.context import (
     require_caller,
     set_trace_io,
 )
-from telemetry.exporter import DirectOTLPSpanExporter
+from telemetry.exporter import DirectOTLPSpanExporter, SendOutcome
 from telemetry.payload import (
     LLM_PAYLOAD_CAP,
     REDACTED,
@@ -32,6 +34,7 @@ from telemetry.setup import configure_tracing, resolve_environment, validate_env
 from telemetry.trace_attributes import MAX_TRACE_NAME_LENGTH, io_attributes
 
 __all__ = [
+    "DEFAULT_SPOOL_MAX_BYTES",
     "LLM_PAYLOAD_CAP",
     "MAX_SESSION_ID_LENGTH",
     "MAX_TRACE_NAME_LENGTH",
@@ -42,7 +45,12 @@ __all__ = [
     "ContextPropagatingExecutor",
     "DirectOTLPSpanExporter",
     "MissingCallerError",
+    "SendOutcome",
     "SessionSpanProcessor",
+    "SpanSpool",
+    "SpoolStats",
+    "SpooledBatch",
+    "SpoolingSpanExporter",
     "Trigger",
     "bind_caller",
     "caller_from_context",

@@ -79,6 +79,9 @@ class CallerContext:
     _span_items: dict[str, str | tuple[str, ...]] = field(
         init=False, repr=False, compare=False
     )
+    # The longest of those values (a tag counts alone): under an attribute
+    # value length limit at least this long, the SDK would store them as is.
+    _longest_value: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate_session_id(self.session_id)
@@ -103,6 +106,9 @@ class CallerContext:
             tags=self.tags,
         )
         object.__setattr__(self, "_span_items", items)
+        lengths = [len(part) for value in items.values()
+                   for part in ((value,) if isinstance(value, str) else value)]
+        object.__setattr__(self, "_longest_value", max(lengths, default=0))
         object.__setattr__(self, "span_attributes", types.MappingProxyType(items))
         root = {**items, **metadata_attributes(self._trace_metadata())}
         object.__setattr__(self, "root_attributes", types.MappingProxyType(root))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
@@ -13,13 +15,27 @@ from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATU
 
 from telemetry.otlp_encoder import TraceRequestEncoder
 
-__all__ = ["DirectOTLPSpanExporter"]
+__all__ = ["DirectOTLPSpanExporter", "SendOutcome"]
 
 logger = logging.getLogger(__name__)
 
 # What export() uses of the SDK exporter besides the encoder; a release that renames any of
 # them sends this exporter back to the SDK's own export(), which still works, only slower.
 _SDK_INTERNALS = ("_client", "_metrics", "_max_request_size", "_shutdown")
+
+# The answers the SDK's HTTP client retries (opentelemetry.exporter.otlp.common.http): the
+# collector may take the same request later. Any other answer it would refuse again.
+_RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+class SendOutcome(enum.Enum):
+    """What became of one OTLP request, after the SDK's own retries."""
+
+    DELIVERED = "delivered"
+    # No answer (refused, reset, timed out, shut down) or 429/502/503/504: worth sending again.
+    RETRYABLE = "retryable"
+    # Any other answer (400, 401, 413, 500, ...): sending the same bytes again cannot help.
+    REFUSED = "refused"
 
 
 class DirectOTLPSpanExporter(OTLPSpanExporter):
@@ -28,12 +44,14 @@ class DirectOTLPSpanExporter(OTLPSpanExporter):
     Everything else is the SDK's: endpoint, headers, timeout, compression and TLS from the
     same arguments and OTEL_EXPORTER_OTLP_* variables, the same retries, size limit and
     self-metrics. The bytes sent are the same, only cheaper to produce: encoding runs on the
-    BatchSpanProcessor's thread and holds the GIL the request handlers need.
+    BatchSpanProcessor's thread and holds the GIL the request handlers need. With
+    `sdk_encoder=True` they are produced by the SDK's protobuf objects instead.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sdk_encoder: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._encoder = TraceRequestEncoder()
+        self._sdk_encoder = sdk_encoder
         missing = [name for name in _SDK_INTERNALS if not hasattr(self, name)]
         self._direct = not missing
         if missing:
@@ -55,27 +73,51 @@ class DirectOTLPSpanExporter(OTLPSpanExporter):
         if self._shutdown:
             logger.warning("Exporter already shutdown, ignoring batch")
             return SpanExportResult.FAILURE
-        with self._metrics.export_operation(len(spans)) as result:
-            try:
+        data = self.encode_request(spans)
+        if data is None:
+            return SpanExportResult.FAILURE
+        if self.send_request(data, span_count=len(spans)) is SendOutcome.DELIVERED:
+            return SpanExportResult.SUCCESS
+        return SpanExportResult.FAILURE
+
+    def encode_request(self, spans: Sequence[ReadableSpan]) -> bytes | None:
+        """The request body for `spans`; None (logged) when it cannot be encoded or is too big.
+
+        Only when `encodes_directly`: the SDK internals are needed to send it.
+        """
+        error: Exception
+        try:
+            if self._sdk_encoder:
+                data: bytes = encode_spans(spans).SerializePartialToString()
+            else:
                 data = self._encoder.encode(spans)
-            except Exception as error:  # telemetry never breaks the service
-                logger.exception("Failed to encode span batch")
-                result.error = error
-                return SpanExportResult.FAILURE
-            if 0 < self._max_request_size < len(data):
-                logger.warning(
-                    "Dropping span batch: serialized size %d bytes exceeds max_request_size "
-                    "%d bytes", len(data), self._max_request_size,
-                )
-                result.error = ValueError(
-                    f"span batch of {len(data)} bytes exceeds max_request_size "
-                    f"{self._max_request_size}"
-                )
-                return SpanExportResult.FAILURE
+        except Exception as exc:  # telemetry never breaks the service
+            logger.exception("Failed to encode span batch")
+            error = exc
+        else:
+            if not 0 < self._max_request_size < len(data):
+                return data
+            logger.warning(
+                "Dropping span batch: serialized size %d bytes exceeds max_request_size "
+                "%d bytes", len(data), self._max_request_size,
+            )
+            error = ValueError(
+                f"span batch of {len(data)} bytes exceeds max_request_size "
+                f"{self._max_request_size}"
+            )
+        with self._metrics.export_operation(len(spans)) as result:
+            result.error = error
+        return None
+
+    def send_request(self, data: bytes, *, span_count: int) -> SendOutcome:
+        """POST one encoded request with the SDK's client (its retries, timeout, metrics)."""
+        with self._metrics.export_operation(span_count) as result:
             sent = self._client.export(data)
-            if not sent.success:
-                result.error = sent.error
-                if sent.status_code is not None:
-                    result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}
-                return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+            if sent.success:
+                return SendOutcome.DELIVERED
+            result.error = sent.error
+            if sent.status_code is not None:
+                result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}
+        if sent.status_code is None or sent.status_code in _RETRYABLE_STATUS:
+            return SendOutcome.RETRYABLE
+        return SendOutcome.REFUSED

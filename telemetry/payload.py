@@ -39,6 +39,17 @@ _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 )
 _CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# An inline assignment in free text: `password: hunter2`, `token=abc`, `"api_key": "x y"`.
+# The key is matched from its secret-naming end ("access_token" from "token"), so the
+# pattern starts with a literal word, never with an open-ended run: each start costs at
+# most one separator and one value, and every scan stops at the next quote or newline,
+# which keeps it linear (tests/unit/test_payload.py, 1 MB of adversarial text).
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?P<key>token|secret|passw(?:or)?d|pwd|api[_-]?key|private[_-]?key|credentials?)"
+    r"(?P<separator>[\"']?[ \t]*[:=][ \t]*)"
+    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&]+)",
+    re.IGNORECASE,
+)
 
 
 def scrub(value: Any) -> Any:
@@ -114,8 +125,15 @@ def _is_sensitive_key(key: str) -> bool:
 def _mask_string(text: str) -> str:
     text = _API_KEY.sub(REDACTED, text)
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _SECRET_ASSIGNMENT.sub(_mask_assignment, text)
     text = _EMAIL.sub("[EMAIL]", text)
     return _CARD_CANDIDATE.sub(_mask_card, text)
+
+
+def _mask_assignment(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match.group('key')}{match.group('separator')}{quote}{REDACTED}{quote}"
 
 
 def _mask_card(match: re.Match[str]) -> str:

@@ -143,11 +143,15 @@ def _stamp(span: Span, caller: CallerContext) -> None:
     # 1.8 us an attribute, while the caller's values were validated once when
     # it was built. The fast path writes the span's fresh attribute dict
     # directly, only when the SDK's own rules would store the same thing (no
-    # value-length limit, room under the count limit); a span that is still
+    # value-length limit, or one no stamped value reaches; room under the
+    # count limit); a span that is still
     # in `on_start` is not yet visible to any other thread. Anything else
     # takes the public API.
     attributes = getattr(span, "_attributes", None)
-    if type(attributes) is BoundedAttributes and attributes.max_value_len is None:
+    if type(attributes) is BoundedAttributes and (
+        attributes.max_value_len is None
+        or caller._longest_value <= attributes.max_value_len  # noqa: SLF001
+    ):
         store = getattr(attributes, "_dict", None)
         if type(store) is dict and (
             attributes.maxlen is None

@@ -58,6 +58,9 @@ GOVERNANCE_REVIEW = Graph(
     id="builtin:governance-review",
     description="Gathers the account policy and statistics (tools), assesses, then summarizes.",
     nodes=(Node("gather", _gather), Node("assess", _assess), Node("summarize", _summarize)),
+    # It reads the whole account's policy: only the governance path, whose
+    # execution grant names who may run it, starts it; chat users cannot.
+    triggers=frozenset({"schedule"}),
 )
 
 BUILTIN_GRAPHS: tuple[Graph, ...] = (CHAT, GOVERNANCE_REVIEW)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry.trace import Span, SpanKind, Tracer, format_trace_id
@@ -26,7 +26,7 @@ from service.llm import ChunkSink, LLMError, LLMProvider
 from telemetry import io_attributes, require_caller, set_trace_io
 from telemetry.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
-__all__ = ["GraphExecutor", "GraphRunError", "RunOutcome"]
+__all__ = ["GraphExecutor", "GraphRunError", "RunDeadlineError", "RunOutcome"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,14 @@ class GraphRunError(Exception):
         self.status_message = status_message
 
 
+class RunDeadlineError(Exception):
+    """The run was still going when its deadline (RUN_TIMEOUT_SECONDS) passed."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"run exceeded its deadline of {seconds:g} s")
+        self.seconds = seconds
+
+
 class _NoAnswerError(Exception):
     """Every node ran but none set the answer."""
 
@@ -64,6 +72,8 @@ class GraphExecutor:
         prices: per-model prices; LLM spans of a listed model get `gen_ai.usage.cost`.
         masks_content: whether a billing account's runs record payload hashes
             only (a blocking store lookup, run in a thread). None: no account does.
+        run_timeout: the wall-clock deadline of a run in seconds, from the
+            moment `run` is called; None: none.
     """
 
     def __init__(
@@ -74,8 +84,10 @@ class GraphExecutor:
         environment: str | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
         masks_content: Callable[[str], bool] | None = None,
+        run_timeout: float | None = None,
     ) -> None:
         self._tracer = tracer
+        self._run_timeout = run_timeout
         self._llm = llm
         self._prices = dict(prices or {})
         self._masks_content = masks_content
@@ -106,7 +118,16 @@ class GraphExecutor:
         client went away); it ends in every case. It carries the caller's
         trace attributes and the run's input and output, which also go on the
         trace's root span (`set_trace_io`) when that is another span.
+
+        A run still going when its deadline (`run_timeout`) passes is
+        cancelled where it stands and fails with RunDeadlineError, the outcome
+        error: one deadline covers all its LLM calls and tools, whereas an LLM
+        timeout applies per read. A tool's thread cannot be stopped; the run
+        no longer waits for it.
         """
+        deadline = None if self._run_timeout is None else (
+            asyncio.get_running_loop().time() + self._run_timeout
+        )
         caller = require_caller()
         if caller.graph_id != graph.id:
             raise ValueError(
@@ -140,7 +161,7 @@ class GraphExecutor:
                     with self._tracer.start_as_current_span(
                         f"node {node.name}", **MANUAL_OUTCOME
                     ) as node_span, recording_outcome(node_span, mask_content=mask_content):
-                        await node.run(state, runtime)
+                        await self._before_deadline(node.run(state, runtime), deadline)
                 node_name = None
                 if state.answer is None:
                     raise _NoAnswerError(f"graph {graph.id!r} produced no answer")
@@ -163,6 +184,18 @@ class GraphExecutor:
             )
         return RunOutcome(answer=state.answer, trace_id=trace_id)
 
+    async def _before_deadline(self, step: Awaitable[None], deadline: float | None) -> None:
+        # Per node, so the node that overran fails with the deadline error too
+        # (the LLM call or tool it was waiting for is aborted).
+        timeout = asyncio.timeout_at(deadline)
+        try:
+            async with timeout:
+                await step
+        except TimeoutError:
+            if timeout.expired() and self._run_timeout is not None:
+                raise RunDeadlineError(self._run_timeout) from None
+            raise  # the node's own TimeoutError
+
     async def _mask_content(self, billing_account_id: str) -> bool:
         if self._masks_content is None:
             return False
@@ -174,6 +207,9 @@ def _run_error(
     status_message: str,
 ) -> GraphRunError:
     if node_name is None:
+        message = str(exc)
+    elif isinstance(exc, RunDeadlineError):
+        logger.warning("graph %s: %s, in node %s", graph.id, exc, node_name)
         message = str(exc)
     elif isinstance(exc, LLMError):
         message = f"node {node_name!r} failed: {exc}"

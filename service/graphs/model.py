@@ -7,11 +7,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from service.llm import ChatMessage
+from telemetry import Trigger
 
 if TYPE_CHECKING:
     from service.graphs.runtime import NodeRuntime
 
-__all__ = ["Graph", "Node", "NodeFunction", "RunInput", "RunState"]
+__all__ = ["ALL_TRIGGERS", "Graph", "Node", "NodeFunction", "RunInput", "RunState"]
+
+# The paths a run can come from: "user" (the chat route), "schedule" (the governance route).
+ALL_TRIGGERS: frozenset[Trigger] = frozenset({"user", "schedule"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,11 +49,16 @@ class Node:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Graph:
-    """A graph of nodes, addressed as `provider:name`."""
+    """A graph of nodes, addressed as `provider:name`.
+
+    `triggers` are the paths that may run it: "user" (chat, any signed-in
+    user) and "schedule" (the governance route, with an execution grant).
+    """
 
     id: str
     description: str
     nodes: tuple[Node, ...]
+    triggers: frozenset[Trigger] = ALL_TRIGGERS
 
     def __post_init__(self) -> None:
         provider, _, name = self.id.partition(":")
@@ -57,3 +66,12 @@ class Graph:
             raise ValueError(f"graph id must be 'provider:name', got {self.id!r}")
         if not self.nodes:
             raise ValueError(f"graph {self.id!r} has no nodes")
+        if not self.triggers or not self.triggers <= ALL_TRIGGERS:
+            raise ValueError(
+                f"graph {self.id!r}: triggers must be a non-empty subset of "
+                f"{sorted(ALL_TRIGGERS)}, got {sorted(self.triggers)}"
+            )
+
+    def runs_on(self, trigger: Trigger) -> bool:
+        """Whether a run coming from `trigger`'s path may run this graph."""
+        return trigger in self.triggers

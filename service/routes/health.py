@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 
 from service.deps import DatabaseDep
 from service.errors import ApiError
+from telemetry import SpanSpool, SpoolStats
 
 __all__ = ["router"]
 
@@ -23,12 +25,39 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def get_span_spool(request: Request) -> SpanSpool | None:
+    """The spool of the provider the app built (none with an injected provider)."""
+    spool = getattr(request.app.state, "span_spool", None)
+    return spool if isinstance(spool, SpanSpool) else None
+
+
+SpanSpoolDep = Annotated[SpanSpool | None, Depends(get_span_spool)]
+
+
 @router.get("/readyz")
-async def readyz(database: DatabaseDep) -> dict[str, str]:
-    """The process can serve: its database answers with the current schema."""
+async def readyz(database: DatabaseDep, spool: SpanSpoolDep) -> dict[str, object]:
+    """The process can serve: its database answers with the current schema.
+
+    Also what the span spool holds and what it lost, as detail: spans waiting for the
+    collector do not make the service unready.
+    """
     try:
         await asyncio.to_thread(database.ping)
     except Exception as exc:
         logger.warning("readiness check failed: %s", exc)
         raise ApiError(503, "not_ready", "the database is not available") from exc
-    return {"status": "ready"}
+    if spool is None:
+        return {"status": "ready"}
+    return {"status": "ready", "spanSpool": _spool_detail(spool.stats())}
+
+
+def _spool_detail(stats: SpoolStats) -> dict[str, int]:
+    return {
+        "files": stats.files,
+        "bytes": stats.bytes,
+        "maxBytes": stats.max_bytes,
+        "spooledSpans": stats.spooled_spans,
+        "deliveredSpans": stats.delivered_spans,
+        "droppedSpans": stats.dropped_spans,
+        "rejectedSpans": stats.rejected_spans,
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import uuid
 from typing import Annotated
@@ -87,6 +88,11 @@ async def run_graph(
     graph = registry.get(graph_id)
     if graph is None:
         raise ApiError(404, "unknown_graph", f"graph {graph_id!r} does not exist")
+    if not graph.runs_on("schedule"):
+        raise ApiError(
+            403, "graph_not_allowed",
+            f"graph {graph.id!r} cannot run on the governance path; it runs from chat only",
+        )
     fingerprint = request_hash(graph.id, body)
     pending_timeout = _pending_timeout(settings)
     known = await asyncio.to_thread(get_idempotency_record, database, idempotency_key)
@@ -98,12 +104,14 @@ async def run_graph(
         denial = denial or GrantDenial.NOT_FOUND
         message = _DENIAL_MESSAGES[denial].format(grant=body.execution_grant_id, graph=graph.id)
         raise ApiError(403, denial.value, message)
-    caller = governance_caller(
+    caller_of_run = functools.partial(
+        governance_caller,
         grant=grant, graph_id=graph.id, schedule_id=body.schedule_id,
         idempotency_key=idempotency_key, scheduled_for=body.scheduled_for,
         request_id=request_id, run_id=body.run_id or uuid.uuid4().hex,
         extra_tags=executor.trace_tags,
     )
+    caller = caller_of_run()
     claim = await asyncio.to_thread(
         claim_idempotency_key, database, idempotency_key, request_hash=fingerprint,
         run=_claimed_run(caller, grant_id=grant.id), pending_timeout=pending_timeout,
@@ -111,7 +119,17 @@ async def run_graph(
     if not claim.acquired:
         # Another request with this key claimed it between our look-up and now.
         return _answer_known(claim.record, fingerprint, response)
-    mark_request("started" if claim.record.attempts == 1 else "resumed")
+    if claim.retaken is not None:
+        # The trace says which earlier attempt this run repeats.
+        caller = caller_of_run(
+            retakes_run_id=claim.retaken.run.run_id, attempt=claim.record.attempts
+        )
+        logger.warning(
+            "Idempotency-Key %r: run %s retakes run %s, pending since %s (attempt %d)",
+            idempotency_key, caller.run_id, claim.retaken.run.run_id,
+            claim.retaken.claimed_at.isoformat(), claim.record.attempts,
+        )
+    mark_request("started" if claim.retaken is None else "resumed")
     return await _run_and_record(
         executor, graph, body, caller, database=database, key=idempotency_key,
         claim_id=claim.record.claim_id,
@@ -152,18 +170,40 @@ async def _run_and_record(
         except BaseException:
             # Cancelled (shutdown): no outcome exists, so free the key for a
             # retry rather than leave it pending until the timeout.
-            release_idempotency_key(database, key, claim_id=claim_id)
+            _release(database, key, claim_id=claim_id)
             raise
-    stored = await asyncio.to_thread(
-        finish_idempotency_key, database, key, claim_id=claim_id,
-        response=result.model_dump(mode="json", by_alias=True, exclude_unset=True),
-    )
+    try:
+        # Retries while the database is locked (FINISH_RETRY_SECONDS).
+        stored = await asyncio.to_thread(
+            finish_idempotency_key, database, key, claim_id=claim_id,
+            response=result.model_dump(mode="json", by_alias=True, exclude_unset=True),
+        )
+    except Exception:
+        # The run happened: a 500 would hide its outcome and invite a retry.
+        # The key stays pending, so a retry answers 409 until it is older than
+        # IDEMPOTENCY_PENDING_TIMEOUT_SECONDS, which the settings check keeps
+        # past this run's deadline and this write's retries: no second run can
+        # start while this one might still be going.
+        logger.exception(
+            "Idempotency-Key %r: the outcome of run %s (ok=%s) could NOT be stored; it is "
+            "answered, the key stays pending, and a retry of the key runs the graph again once "
+            "older than IDEMPOTENCY_PENDING_TIMEOUT_SECONDS", key, caller.run_id, result.ok,
+        )
+        return result
     if not stored:
         logger.warning(
             "Idempotency-Key %r was taken over while run %s went on; its outcome is answered "
             "but not stored", key, caller.run_id,
         )
     return result
+
+
+def _release(database: Database, key: str, *, claim_id: str) -> None:
+    try:
+        release_idempotency_key(database, key, claim_id=claim_id)
+    except Exception:
+        # The cancellation goes on; the key stays pending until its timeout.
+        logger.exception("Idempotency-Key %r: releasing the key of a cancelled run failed", key)
 
 
 def _answer_known(

@@ -9,6 +9,7 @@ from service.store.accounts import (
     create_billing_account,
     create_user,
     hash_api_key,
+    set_account_mask_content,
     validate_billing_account_id,
     validate_user_id,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "StoreError",
     "User",
     "account_masks_content",
+    "set_account_mask_content",
     "authenticate_user",
     "check_grant",
     "claim_idempotency_key",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import re
 import secrets
 import sqlite3
@@ -20,9 +21,12 @@ __all__ = [
     "create_billing_account",
     "create_user",
     "hash_api_key",
+    "set_account_mask_content",
     "validate_billing_account_id",
     "validate_user_id",
 ]
+
+logger = logging.getLogger(__name__)
 
 # The same rule telemetry applies when deriving session ids from the account.
 _BILLING_ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -94,6 +98,41 @@ def create_billing_account(
     except sqlite3.IntegrityError:
         raise StoreError(f"billing account {billing_account_id!r} already exists") from None
     return account
+
+
+def set_account_mask_content(
+    db: Database, billing_account_id: str, *, mask_content: bool
+) -> tuple[BillingAccount, bool]:
+    """Turn content masking of an account on or off; the account and its previous setting.
+
+    StoreError if the account does not exist. Every call is logged, a change
+    at INFO with both values: who masks content is a privacy decision.
+    Runs already started keep the setting they started with.
+    """
+    with db.connect() as connection:
+        row = connection.execute(
+            "SELECT created_at, mask_content FROM billing_accounts WHERE id = ?",
+            (billing_account_id,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"billing account {billing_account_id!r} does not exist")
+        previous = bool(row["mask_content"])
+        connection.execute(
+            "UPDATE billing_accounts SET mask_content = ? WHERE id = ?",
+            (int(mask_content), billing_account_id),
+        )
+    if previous != mask_content:
+        logger.info(
+            "billing account %s: mask_content changed from %s to %s",
+            billing_account_id, previous, mask_content,
+        )
+    else:
+        logger.info("billing account %s: mask_content stays %s", billing_account_id, previous)
+    account = BillingAccount(
+        id=billing_account_id, created_at=dt.datetime.fromisoformat(row["created_at"]),
+        mask_content=mask_content,
+    )
+    return account, previous
 
 
 def account_masks_content(db: Database, billing_account_id: str) -> bool:

@@ -5,6 +5,9 @@ requests racing with one key exactly one gets the claim and starts a run; the
 other finds the record pending. Only the claim's holder (its `claim_id`) may
 finish or release the record: an attempt that lost its claim to a takeover
 cannot overwrite the outcome of the attempt that replaced it.
+
+Finishing retries while the database is locked, for up to FINISH_RETRY_SECONDS:
+a run that completed must not lose its outcome to a short lock.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from service.store.database import Database, from_iso, to_iso, utc_now
+from service.store.database import Database, from_iso, retrying_while_busy, to_iso, utc_now
 
 __all__ = [
+    "FINISH_RETRY_SECONDS",
     "Claim",
     "ClaimedRun",
     "IdempotencyRecord",
@@ -30,6 +34,13 @@ __all__ = [
     "get_idempotency_record",
     "release_idempotency_key",
 ]
+
+
+# How long storing a run's outcome keeps trying while the database is locked.
+# Part of the margin the settings allow after RUN_TIMEOUT_SECONDS
+# (service.config.OUTCOME_MARGIN_SECONDS), so a key whose outcome could not be
+# stored cannot be taken over while its run might still be going.
+FINISH_RETRY_SECONDS = 10.0
 
 
 class IdempotencyStatus(StrEnum):
@@ -78,10 +89,15 @@ class IdempotencyRecord:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """The outcome of a claim: `acquired` means this request must run and finish the key."""
+    """The outcome of a claim: `acquired` means this request must run and finish the key.
+
+    `retaken` is the abandoned attempt an acquired claim took over (its run id,
+    when it was claimed), as it was just before; None for a new key.
+    """
 
     record: IdempotencyRecord
     acquired: bool
+    retaken: IdempotencyRecord | None = None
 
 
 def get_idempotency_record(db: Database, key: str) -> IdempotencyRecord | None:
@@ -105,12 +121,15 @@ def claim_idempotency_key(
     Otherwise the existing record is returned unclaimed, for the caller to
     answer from (finished, still pending, or another request's key).
     """
-    moment = now or utc_now()
     claim_id = secrets.token_hex(16)
+    retaken: IdempotencyRecord | None = None
     with db.connect() as connection:
         # Taking the write lock before reading makes read-decide-write atomic
         # across processes, not only across this process's threads.
         connection.execute("BEGIN IMMEDIATE")
+        # Read once the lock is held: claimed_at is when the run may start,
+        # not when this request began waiting for the lock.
+        moment = now or utc_now()
         row = connection.execute("SELECT * FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
         if row is None:
             connection.execute(
@@ -125,6 +144,7 @@ def claim_idempotency_key(
                 now=moment, pending_timeout=pending_timeout
             ):
                 return Claim(existing, acquired=False)
+            retaken = existing
             connection.execute(
                 "UPDATE idempotency_keys SET claim_id = ?, attempts = attempts + 1, graph_id = ?, "
                 "grant_id = ?, billing_account_id = ?, user_id = ?, schedule_id = ?, run_id = ?, "
@@ -132,7 +152,7 @@ def claim_idempotency_key(
                 (claim_id, *_run_columns(run), to_iso(moment), key, existing.claim_id),
             )
         row = connection.execute("SELECT * FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
-    return Claim(_record(row), acquired=True)
+    return Claim(_record(row), acquired=True, retaken=retaken)
 
 
 def finish_idempotency_key(
@@ -142,15 +162,24 @@ def finish_idempotency_key(
     claim_id: str,
     response: Mapping[str, Any],
     now: dt.datetime | None = None,
+    retry_for: float = FINISH_RETRY_SECONDS,
 ) -> bool:
-    """Store the outcome of the claimed run; False when the claim was taken over meanwhile."""
-    with db.connect() as connection:
+    """Store the outcome of the claimed run; False when the claim was taken over meanwhile.
+
+    While the database is locked it tries again for up to `retry_for` seconds,
+    then raises the last sqlite3.OperationalError (the key stays pending).
+    """
+    document = json.dumps(dict(response), sort_keys=True)
+
+    def finish(connection: sqlite3.Connection) -> bool:
         updated = connection.execute(
             "UPDATE idempotency_keys SET status = 'finished', response = ?, finished_at = ? "
             "WHERE key = ? AND claim_id = ? AND status = 'pending'",
-            (json.dumps(dict(response), sort_keys=True), to_iso(now or utc_now()), key, claim_id),
+            (document, to_iso(now or utc_now()), key, claim_id),
         ).rowcount
-    return updated == 1
+        return updated == 1
+
+    return retrying_while_busy(db, finish, within=retry_for)
 
 
 def release_idempotency_key(db: Database, key: str, *, claim_id: str) -> bool:

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_trace_id
 
+from service.callers import user_session_id
 from service.llm import ChatMessage, Completion, OfflineProvider
 
 SCHEDULER_TOKEN = "test-scheduler-token-0123456789"
@@ -35,6 +36,11 @@ class Seed:
     chat_only_grant: str  # acme/alice: builtin:chat only
     expired_grant: str
     revoked_grant: str
+
+
+def alice_session(state_key: str) -> str:
+    """The session of alice's (acme) chats with `state_key`."""
+    return user_session_id(billing_account_id="acme", user_id="alice", state_key=state_key)
 
 
 def scheduler_headers(idempotency_key: str, **extra: str) -> dict[str, str]:

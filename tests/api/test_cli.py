@@ -131,6 +131,38 @@ def test_an_account_created_with_mask_content_has_its_runs_recorded_as_hashes_on
         assert "confidential" not in exported, span.name
 
 
+def test_accounts_update_turns_masking_on_and_off_and_logs_each_change(
+    cli: Cli, settings: Settings, tracer_provider: TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    ok(cli("accounts", "create", "--billing-account", "acme"))
+    user = ok(cli("users", "create", "--billing-account", "acme", "--user", "carol"))
+
+    def recorded_input() -> str:
+        exporter.clear()
+        with TestClient(create_app(settings, tracer_provider=tracer_provider)) as client:
+            chat = client.post("/api/v1/ai/chat", json=chat_body("a confidential question"),
+                               headers=user_headers(user["apiKey"]))
+        assert chat.status_code == 200, chat.text
+        (run,) = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
+        return str((run.attributes or {})["langfuse.trace.input"])
+
+    on = cli("accounts", "update", "--billing-account", "acme", "--mask-content")
+    assert ok(on) == {"billingAccountId": "acme", "maskContent": True, "previousMaskContent": False}
+    assert "billing account acme: mask_content changed from False to True" in on.stderr
+    assert "confidential" not in recorded_input()
+
+    off = cli("accounts", "update", "--billing-account", "acme", "--no-mask-content")
+    assert ok(off)["maskContent"] is False and ok(off)["previousMaskContent"] is True
+    assert "mask_content changed from True to False" in off.stderr
+    assert "confidential" in recorded_input()
+
+    assert "required" in failed(cli("accounts", "update", "--billing-account", "acme"))
+    assert "does not exist" in failed(
+        cli("accounts", "update", "--billing-account", "ghost", "--mask-content")
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -5,8 +5,16 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from api_support import Seed, chat_body, run_body, scheduler_headers, spans_of_trace, user_headers
-from telemetry import derive_schedule_session_id, derive_user_session_id
+from api_support import (
+    Seed,
+    alice_session,
+    chat_body,
+    run_body,
+    scheduler_headers,
+    spans_of_trace,
+    user_headers,
+)
+from telemetry import derive_schedule_session_id
 from telemetry.attributes import SESSION_ID, USER_ID
 
 CLIENT_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -32,7 +40,7 @@ def test_baggage_cannot_change_the_session_or_user_of_a_chat(
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["sessionId"] == derive_user_session_id("acme", "thread-1")
+    assert body["sessionId"] == alice_session("thread-1")
     assert identities(exporter, body["traceId"]) == {(body["sessionId"], "alice")}
 
 

@@ -40,7 +40,9 @@ def test_200_interleaved_runs_keep_every_span_in_its_own_session(
     exporter: InMemorySpanExporter,
     seed: Seed,
 ) -> None:
-    app = create_app(settings, tracer_provider=tracer_provider, llm_provider=JitteryProvider(7))
+    # All of them in flight at once, past the default MAX_INFLIGHT_RUNS.
+    unlimited = settings.model_copy(update={"max_inflight_runs": RUNS})
+    app = create_app(unlimited, tracer_provider=tracer_provider, llm_provider=JitteryProvider(7))
     requests = [_request(index, seed) for index in range(RUNS)]
 
     responses = asyncio.run(_send_all(app, requests))

@@ -20,6 +20,7 @@ from api_support import (
     run_body,
     run_spans,
     scheduler_headers,
+    spans_of_trace,
     wait_for,
 )
 from service.config import Settings
@@ -35,7 +36,12 @@ from service.store import (
     revoke_grant,
 )
 from telemetry import derive_schedule_session_id
-from telemetry.attributes import LANGFUSE_SESSION_ID, SESSION_ID, USER_ID
+from telemetry.attributes import (
+    LANGFUSE_SESSION_ID,
+    LANGFUSE_TRACE_METADATA_PREFIX,
+    SESSION_ID,
+    USER_ID,
+)
 
 RUNS = "/api/internal/graphs/builtin:governance-review/runs"
 KEY = "governance:community:2026-11-23T08:00:00Z"
@@ -206,6 +212,35 @@ def test_a_pending_key_abandoned_longer_than_the_timeout_runs_again(
     assert record is not None
     assert record.status is IdempotencyStatus.FINISHED and record.attempts == 2
     assert record.run.run_id == response.json()["runId"] != "run-of-dead-process"
+
+
+def test_a_retaken_run_says_on_its_trace_which_earlier_attempt_it_retakes(
+    client: TestClient, seed: Seed, database: Database, exporter: InMemorySpanExporter
+) -> None:
+    claim_idempotency_key(
+        database, KEY, request_hash=_hash_of(community_run(seed.acme_grant)),
+        run=_claimed_run(seed.acme_grant), pending_timeout=None,
+        now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+    )
+
+    retaken = client.post(RUNS, json=community_run(seed.acme_grant), headers=scheduler_headers(KEY))
+    fresh = client.post(RUNS, json=community_run(seed.acme_grant),
+                        headers=scheduler_headers(KEY + "-next"))
+
+    retakes = LANGFUSE_TRACE_METADATA_PREFIX + "retakes_run_id"
+    attempt = LANGFUSE_TRACE_METADATA_PREFIX + "attempt"
+    spans = spans_of_trace(exporter, retaken.json()["traceId"])
+    root = [span for span in spans if span.parent is None]
+    agent = [span for span in spans if span.name.startswith("invoke_agent")]
+    assert len(root) == 1 and len(agent) == 1
+    for span in (root[0], agent[0]):
+        attributes = span.attributes or {}
+        assert attributes[retakes] == "run-of-dead-process", span.name
+        assert attributes[attempt] == "2", span.name
+        assert attributes[LANGFUSE_TRACE_METADATA_PREFIX + "run_id"] == retaken.json()["runId"]
+    assert (root[0].attributes or {})[IDEMPOTENCY_STATUS] == "resumed"
+    for span in spans_of_trace(exporter, fresh.json()["traceId"]):
+        assert retakes not in (span.attributes or {}) and attempt not in (span.attributes or {})
 
 
 def test_with_a_zero_pending_timeout_an_abandoned_key_stays_pending(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from api_support import Seed
+from database_locks import write_lock_held
 from service.store import (
     Claim,
     ClaimedRun,
@@ -123,3 +125,58 @@ def test_the_schema_refuses_a_finished_record_without_its_response(
 
     with pytest.raises(sqlite3.IntegrityError, match="CHECK"), database.connect() as connection:
         connection.execute("UPDATE idempotency_keys SET status = 'finished' WHERE key = ?", (KEY,))
+
+
+def test_a_takeover_names_the_abandoned_attempt_it_retakes(database: Database, seed: Seed) -> None:
+    long_ago = dt.datetime.now(dt.UTC) - 2 * HOUR
+    first = claim_idempotency_key(database, KEY, request_hash="h", run=claimed_run(seed.acme_grant),
+                                  pending_timeout=HOUR, now=long_ago)
+
+    takeover = claim_idempotency_key(
+        database, KEY, request_hash="h", run=claimed_run(seed.acme_grant, "run-2"),
+        pending_timeout=HOUR,
+    )
+
+    assert first.retaken is None
+    assert takeover.acquired and takeover.retaken is not None
+    # The record now holds the new attempt; only the claim still knows the one it replaced.
+    assert takeover.record.run.run_id == "run-2" and takeover.record.attempts == 2
+    assert takeover.retaken.run.run_id == "run-1"
+    assert takeover.retaken.claimed_at == long_ago
+    assert takeover.retaken.claim_id == first.record.claim_id
+
+
+def test_finishing_a_key_outlasts_a_lock_held_longer_than_the_busy_timeout(
+    database: Database, seed: Seed
+) -> None:
+    impatient = Database(database.path, busy_timeout=0.1)
+    claim = claim_idempotency_key(impatient, KEY, request_hash="h",
+                                  run=claimed_run(seed.acme_grant), pending_timeout=HOUR)
+
+    with write_lock_held(database.path, seconds=0.6) as released:
+        stored = finish_idempotency_key(impatient, KEY, claim_id=claim.record.claim_id,
+                                        response={"ok": True}, retry_for=5)
+        assert released.is_set()  # it waited the lock out rather than failing under it
+
+    assert stored
+    record = get_idempotency_record(database, KEY)
+    assert record is not None and record.status is IdempotencyStatus.FINISHED
+
+
+def test_finishing_a_key_gives_up_after_its_retries_and_leaves_it_pending(
+    database: Database, seed: Seed
+) -> None:
+    impatient = Database(database.path, busy_timeout=0.1)
+    claim = claim_idempotency_key(impatient, KEY, request_hash="h",
+                                  run=claimed_run(seed.acme_grant), pending_timeout=HOUR)
+
+    with write_lock_held(database.path, seconds=2.0):
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            finish_idempotency_key(impatient, KEY, claim_id=claim.record.claim_id,
+                                   response={"ok": True}, retry_for=0.5)
+        gave_up_after = time.monotonic() - started
+
+    assert 0.5 <= gave_up_after < 1.5
+    record = get_idempotency_record(database, KEY)
+    assert record is not None and record.status is IdempotencyStatus.PENDING

@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode, format_trace_id
 
 from api_support import (
     Seed,
+    alice_session,
     chat_body,
     run_body,
     scheduler_headers,
@@ -173,7 +174,7 @@ def test_a_failed_chat_answers_502_with_the_ids_of_its_run_and_trace(
     body = response.json()
     assert set(body) == {"error", "message", "runId", "traceId", "sessionId", "stateKey"}
     assert body["error"] == "run_failed" and "503" in body["message"]
-    assert body["sessionId"] == derive_user_session_id("acme", "t-failed")
+    assert body["sessionId"] == alice_session("t-failed")
     assert body["stateKey"] == "t-failed"
     ((trace_id, spans),) = traces(exporter).items()
     assert body["traceId"] == trace_id
@@ -218,7 +219,7 @@ def test_a_chat_whose_run_breaks_outside_its_nodes_answers_500_with_its_ids(
     assert response.status_code == 500
     body = response.json()
     assert body["error"] == "internal_error" and body["message"] == "internal server error"
-    assert body["sessionId"] == derive_user_session_id("acme", "t-500")
+    assert body["sessionId"] == alice_session("t-500")
     assert body["stateKey"] == "t-500" and body["runId"]
     (server,) = exporter.get_finished_spans()
     assert body["traceId"] == trace_id_of(server)

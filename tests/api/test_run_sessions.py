@@ -10,17 +10,16 @@ from opentelemetry.trace import SpanKind
 
 from api_support import (
     Seed,
+    alice_session,
     chat_body,
     run_body,
     scheduler_headers,
     spans_of_trace,
     user_headers,
 )
-from telemetry import (
-    derive_adhoc_session_id,
-    derive_schedule_session_id,
-    derive_user_session_id,
-)
+from service.callers import user_session_id
+from service.store import Database, create_user
+from telemetry import derive_adhoc_session_id, derive_schedule_session_id
 from telemetry.attributes import (
     GEN_AI_AGENT_NAME,
     GEN_AI_OPERATION_NAME,
@@ -43,7 +42,7 @@ def test_every_span_of_a_user_chat_carries_its_session_and_user(
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["sessionId"] == derive_user_session_id("acme", "thread-1")
+    assert body["sessionId"] == alice_session("thread-1")
     assert body["stateKey"] == "thread-1"
     assert body["output"]["role"] == "assistant" and body["output"]["content"]
     spans = spans_of_trace(exporter, body["traceId"])
@@ -149,7 +148,7 @@ def test_two_chats_with_one_state_key_share_a_session_in_two_traces(
         for text in ("first question", "second question")
     )
 
-    assert first["sessionId"] == second["sessionId"] == derive_user_session_id("acme", "thread-7")
+    assert first["sessionId"] == second["sessionId"] == alice_session("thread-7")
     assert first["traceId"] != second["traceId"]
     assert first["runId"] != second["runId"]
 
@@ -179,7 +178,29 @@ def test_one_state_key_in_two_billing_accounts_gives_two_sessions(
                       headers=user_headers(seed.bob_key)).json()
 
     assert alice["sessionId"] != bob["sessionId"]
-    assert bob["sessionId"] == derive_user_session_id("globex", "t")
+    assert bob["sessionId"] == user_session_id(
+        billing_account_id="globex", user_id="bob", state_key="t"
+    )
+
+
+def test_another_user_of_the_account_sending_a_users_state_key_gets_a_session_of_their_own(
+    client: TestClient, seed: Seed, database: Database, exporter: InMemorySpanExporter
+) -> None:
+    carol_key = create_user(database, billing_account_id="acme", user_id="carol").api_key
+    alice = client.post("/api/v1/ai/chat", json=chat_body(stateKey="thread-9"),
+                        headers=user_headers(seed.alice_key)).json()
+    carol = client.post("/api/v1/ai/chat", json=chat_body(stateKey="thread-9"),
+                        headers=user_headers(carol_key)).json()
+
+    assert alice["sessionId"] == alice_session("thread-9")
+    assert carol["sessionId"] == user_session_id(
+        billing_account_id="acme", user_id="carol", state_key="thread-9"
+    )
+    assert carol["sessionId"] != alice["sessionId"]
+    carols_spans = spans_of_trace(exporter, carol["traceId"])
+    assert carols_spans
+    assert {(s.attributes or {}).get(SESSION_ID) for s in carols_spans} == {carol["sessionId"]}
+    assert {(s.attributes or {}).get(USER_ID) for s in carols_spans} == {"carol"}
 
 
 def test_two_runs_of_one_schedule_share_a_session_and_another_schedule_gets_another(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -169,6 +173,46 @@ def test_schedules_run_fails_with_the_services_reason_when_it_refuses(
 
     assert "answered 403" in message
     assert f"execution grant {seed.revoked_grant!r} has been revoked" in message
+
+
+def test_schedules_run_exits_non_zero_when_the_run_started_and_failed(cli: Cli) -> None:
+    failed_run = {
+        "ok": False, "runId": "run-1", "traceId": "trace-1", "sessionId": "gov:acme:s:1",
+        "error": "node 'assess' failed: LLM answered 503",
+    }
+    with _answering(200, failed_run) as url:
+        result = cli("schedules", "run", "governance:community", SERVICE_URL=url)
+
+    message = failed(result)
+    assert "ran and failed: node 'assess' failed: LLM answered 503" in message
+    assert "run-1" in message and "trace-1" in message
+
+
+@contextmanager
+def _answering(status: int, body: dict[str, object]) -> Iterator[str]:
+    """An HTTP server answering every POST with `status` and `body`; its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_schedules_run_fails_clearly_when_the_service_is_unreachable(

@@ -19,8 +19,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from api_support import Seed, chat_body, spans_of_trace, user_headers
+from api_support import Seed, alice_session, chat_body, spans_of_trace, user_headers
 from service.config import Settings
+from service.graphs import GraphExecutor, RunInput, default_registry
 from service.llm import (
     ChatMessage,
     ChunkSink,
@@ -29,7 +30,7 @@ from service.llm import (
     OpenAICompatibleProvider,
 )
 from service.main import create_app
-from telemetry import derive_user_session_id
+from telemetry import CallerContext, ContextPropagatingExecutor, bind_caller
 from telemetry.attributes import (
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_USAGE_INPUT_TOKENS,
@@ -78,7 +79,7 @@ def test_a_streamed_chat_sends_the_answer_in_chunks_then_an_event_with_its_ids(
     assert "".join(data["content"] for _, data in chunks) == plain.json()["output"]["content"]
     assert last == "done"
     assert set(final) == {"runId", "traceId", "sessionId", "stateKey"}
-    assert final["sessionId"] == derive_user_session_id("acme", "t-1")
+    assert final["sessionId"] == alice_session("t-1")
     assert final["stateKey"] == "t-1"
     assert final["runId"] != plain.json()["runId"]
 
@@ -116,7 +117,7 @@ def test_a_streamed_run_that_fails_ends_with_an_error_event_and_the_error_outcom
     ((name, data),) = sse_events(response.text)
     assert name == "error"
     assert data["error"] == "run_failed" and "503" in data["message"]
-    assert data["sessionId"] == derive_user_session_id("acme", "t-2") and data["stateKey"] == "t-2"
+    assert data["sessionId"] == alice_session("t-2") and data["stateKey"] == "t-2"
     spans = spans_of_trace(exporter, data["traceId"])
     assert outcomes(spans) == ["error"]
     assert {attributes(span)[SESSION_ID] for span in spans} == {data["sessionId"]}
@@ -172,7 +173,7 @@ def _assert_one_aborted_run_with_every_span_in_its_session(
         [SERVER_SPAN, "invoke_agent builtin:chat", "node respond", "chat offline-echo"]
     )
     assert outcomes(spans) == ["aborted"]
-    session = derive_user_session_id("acme", "t-3")
+    session = alice_session("t-3")
     assert {attributes(span).get(SESSION_ID) for span in spans} == {session}
     assert {attributes(span).get(USER_ID) for span in spans} == {"alice"}
     run = only(spans, "invoke_agent")
@@ -257,16 +258,33 @@ def test_a_streamed_answer_records_when_its_first_token_came_and_a_plain_one_doe
 
 
 def test_only_the_streamed_answer_of_a_run_gets_a_completion_start_time(
-    client: TestClient, seed: Seed, exporter: InMemorySpanExporter
+    tracer_provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     # The review's first LLM call (assess) is not streamed; its last one (summarize) is.
-    response = client.post(
-        CHAT, json=chat_body(graphId="builtin:governance-review", stream=True),
-        headers=user_headers(seed.alice_key),
+    # The review runs on the governance path only, which answers in one piece: run it here.
+    review = default_registry().get("builtin:governance-review")
+    assert review is not None
+    caller = CallerContext(
+        billing_account_id="acme", user_id="alice", session_id=alice_session("t-review"),
+        request_id="r", run_id="run", trigger="schedule", graph_id=review.id,
     )
+    executor = GraphExecutor(tracer=tracer_provider.get_tracer("t"), llm=OfflineProvider())
+    chunks: list[str] = []
 
-    _, final = sse_events(response.text)[-1]
-    spans = spans_of_trace(exporter, final["traceId"])
+    async def on_chunk(text: str) -> None:
+        chunks.append(text)
+
+    async def run() -> None:
+        # As the app's lifespan does: tools run in threads that keep the caller.
+        asyncio.get_running_loop().set_default_executor(ContextPropagatingExecutor())
+        with bind_caller(caller):
+            messages = (ChatMessage("user", "review this"),)
+            await executor.run(review, RunInput(messages=messages), on_chunk=on_chunk)
+
+    asyncio.run(run())
+
+    spans = exporter.get_finished_spans()
+    assert chunks
     assess = generation_of(spans, only(spans, "node assess"))
     summarize = generation_of(spans, only(spans, "node summarize"))
     assert LANGFUSE_OBSERVATION_COMPLETION_START_TIME not in attributes(assess)

@@ -14,6 +14,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -106,11 +107,13 @@ def test_langfuse_gets_one_whole_trace_per_run_and_nothing_else(
     service_factory: ServiceFactory,
     demo_account: DemoAccount,
     masked_account: DemoAccount,
+    tmp_path: Path,
 ) -> None:
     # An LLM nobody listens on: this service's chats fail after the run started.
     broken = service_factory(
         otlp_endpoint=collector.otlp_http_url, LLM_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
         LLM_MODEL="gpt-test", LLM_TIMEOUT_SECONDS="2",
+        SESSIONTRACE_SPOOL_DIR=str(tmp_path / "broken-spool"),  # one spool per process
     )
     runs: dict[str, Mapping[str, Any]] = {}
     runs["chat"] = chat_trace(service, demo_account)

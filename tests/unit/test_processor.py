@@ -225,6 +225,24 @@ def test_fast_path_stamps_without_the_per_attribute_api(
     assert dict(span.attributes or {}) == {"k": "v", **caller.span_attributes}
 
 
+def test_a_length_limit_no_stamped_value_reaches_keeps_the_fast_path(
+    exporter: InMemorySpanExporter, make_caller: MakeCaller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: object) -> None:
+        raise AssertionError("the fast path fell back to the per-attribute API")
+
+    monkeypatch.setattr(Span, "set_attributes", refuse)
+    limited = TracerProvider(span_limits=SpanLimits(max_attribute_length=4096))
+    limited.add_span_processor(SessionSpanProcessor(strict=True))
+    limited.add_span_processor(SimpleSpanProcessor(exporter))
+    caller = make_caller()
+    with bind_caller(caller):
+        limited.get_tracer("t").start_span("limited").end()
+
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {}) == dict(caller.span_attributes)
+
+
 def test_sdk_attribute_limits_still_apply_to_the_stamped_attributes(
     exporter: InMemorySpanExporter,
     make_caller: MakeCaller,

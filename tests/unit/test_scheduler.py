@@ -145,3 +145,79 @@ def test_cancelling_the_scheduler_cancels_the_firing_in_flight() -> None:
             return cancelled.is_set() and not scheduler.in_flight
 
     assert asyncio.run(run())
+
+
+def _retrying_scheduler_run(
+    answers: list[httpx.Response | Exception], **options: float
+) -> tuple[list[str], list[float]]:
+    """Fire SCHEDULE for FIRST with retries in virtual time: each request's key, each wait."""
+    keys: list[str] = []
+    waits: list[float] = []
+    now = [FIRST]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        answer = answers[min(len(keys), len(answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def fake_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += dt.timedelta(seconds=seconds)
+
+    async def run() -> None:
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(handler), base_url="http://svc"
+        ) as client:
+            scheduler = Scheduler(
+                [SCHEDULE], client=client, token="tok", clock=lambda: now[0], sleep=fake_sleep,
+                **options,
+            )
+            await scheduler.fire_with_retries(SCHEDULE.id, FIRST)
+
+    asyncio.run(run())
+    return keys, waits
+
+
+def test_a_failed_firing_is_retried_with_backoff_and_the_same_key_until_it_succeeds() -> None:
+    keys, waits = _retrying_scheduler_run(
+        [
+            httpx.Response(503, json={"error": "overloaded"}, headers={"Retry-After": "30"}),
+            httpx.ConnectError("connection refused"),
+            httpx.Response(502, text="bad gateway"),
+            httpx.Response(200, json={"ok": True}),
+        ],
+        first_retry_seconds=5, max_retry_seconds=300,
+    )
+
+    assert keys == ["governance:community:2026-11-23T08:00:00Z"] * 4
+    assert waits == [30, 10, 20]  # Retry-After when longer than the backoff; then doubling
+
+
+def test_retries_stop_before_the_schedules_next_firing(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="service.scheduler"):
+        keys, waits = _retrying_scheduler_run(
+            [httpx.Response(503, json={"error": "overloaded"})],
+            first_retry_seconds=60, max_retry_seconds=600,
+        )
+
+    # Every 5 minutes: tries at +0, +60 s and +180 s; the next wait (240 s) would pass +300 s.
+    assert waits == [60, 120]
+    assert len(keys) == 3 and len(set(keys)) == 1
+    assert any("not retried: the next firing" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(200, json={"ok": False, "error": "node 'respond' failed"}),
+        httpx.Response(403, json={"error": "grant_revoked"}),
+        httpx.Response(422, json={"error": "idempotency_key_reused"}),
+    ],
+    ids=["run-failed", "refused", "key-reused"],
+)
+def test_a_final_answer_is_not_retried(answer: httpx.Response) -> None:
+    keys, waits = _retrying_scheduler_run([answer])
+
+    assert len(keys) == 1 and waits == []
