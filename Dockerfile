@@ -7,11 +7,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml ./
+COPY pyproject.toml requirements.lock ./
 COPY telemetry ./telemetry
 COPY service ./service
 COPY devstack ./devstack
-RUN pip install . \
+# The library first (telemetry/ is its own distribution, `sessiontrace`), then the service, with
+# every package at the version requirements.lock pins.
+RUN pip install -c requirements.lock ./telemetry . \
     && useradd --system --uid 10002 --home-dir /app sessiontrace \
     && mkdir -p /app/var \
     && chown sessiontrace /app/var

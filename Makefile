@@ -8,10 +8,10 @@ PY     := $(VENV)/bin/python
 install: $(VENV)/.installed collector
 
 # requirements.lock pins every transitive package (regenerate with `make lock`).
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(VENV)/.installed: pyproject.toml telemetry/pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
+	$(PY) -m pip install -q -c requirements.lock -e ./telemetry -e '.[test]'
 	touch $@
 
 collector: bin/otelcol
@@ -27,7 +27,7 @@ test: install
 
 # One mypy run per folder: the test folders each have a conftest.py.
 typecheck: install
-	for d in telemetry service devstack tests/conftest.py tests/unit tests/api tests/integration; do \
+	for d in telemetry/sessiontrace service devstack tests/conftest.py tests/unit tests/api tests/integration; do \
 		$(PY) -m mypy --strict $$d || exit 1; done
 
 lock: $(VENV)/.installed
@@ -46,11 +46,11 @@ bench: $(BENCH_VENV)/.installed collector
 	$(BENCH_PY) bench/service_overhead.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/pipeline_throughput.py $(BENCH_ARGS)
 
-$(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
+$(BENCH_VENV)/.installed: pyproject.toml telemetry/pyproject.toml bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
 	echo '*' > $(BENCH_VENV)/.gitignore
 	$(BENCH_PY) -m pip install -q --upgrade pip
-	$(BENCH_PY) -m pip install -q -e . -r bench/requirements.txt
+	$(BENCH_PY) -m pip install -q -e ./telemetry -e . -r bench/requirements.txt
 	$(BENCH_PY) -m pip check
 	touch $@
 

@@ -1,4 +1,4 @@
-"""OTLP encoding cost: the SDK's protobuf encoder against telemetry.otlp_encoder, side by side.
+"""OTLP encoding cost: the SDK's protobuf encoder against sessiontrace._otlp_encoder, side by side.
 
 The spans are the service's own: builtin:chat runs served in-process by `create_app` (offline
 LLM provider, SQLite) and recorded with an in-memory exporter, four spans a run (HTTP server,
@@ -6,7 +6,7 @@ graph run, node, LLM call). Batches of 512 spans, what the BatchSpanProcessor ha
 by default, are encoded by:
 
   sdk     encode_spans(batch).SerializePartialToString(), what OTLPSpanExporter does
-  direct  telemetry.otlp_encoder.TraceRequestEncoder().encode(batch), what
+  direct  sessiontrace._otlp_encoder.TraceRequestEncoder().encode(batch), what
           DirectOTLPSpanExporter does (one encoder for the run, as one per exporter)
   direct, no pair cache   TraceRequestEncoder(reuse_pairs=False): no reuse of repeated pairs
 
@@ -58,7 +58,7 @@ def service_spans(runs: int, *, governance_runs: int = 0) -> list[Any]:
     from devstack.demo import provision_demo
     from service.config import Settings
     from service.main import create_app
-    from telemetry import configure_tracing
+    from sessiontrace import configure_tracing
 
     with tempfile.TemporaryDirectory() as tmp:
         database_url = f"sqlite:///{tmp}/bench.db"
@@ -93,7 +93,7 @@ def service_spans(runs: int, *, governance_runs: int = 0) -> list[Any]:
 def encoders() -> dict[str, Encoder]:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    from telemetry.otlp_encoder import TraceRequestEncoder
+    from sessiontrace._otlp_encoder import TraceRequestEncoder
 
     def sdk(batch: Sequence[Any]) -> bytes:
         encoded: bytes = encode_spans(batch).SerializePartialToString()
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {value / medians['sdk']:.3f} | {min(kept) * 1e6:.1f}–{max(kept) * 1e6:.1f} |"
         )
     sizes = sorted(len(b) for b in batches)
-    text = f"""# OTLP encoding: the SDK's encoder and telemetry.otlp_encoder
+    text = f"""# OTLP encoding: the SDK's encoder and sessiontrace._otlp_encoder
 
 `{command_line("encoder_overhead.py")}`, {utc_now()}.
 

@@ -7,7 +7,7 @@ route's own work does not drown the middleware's), called in-process through its
   off   FastAPIInstrumentor.instrument_app as `service.main.create_app` calls it, on a provider
         built with OTEL_SDK_DISABLED=true: the middleware runs, its span does not record
   on    the same on a recording provider: BatchSpanProcessor to an exporter that encodes each
-        batch with telemetry.otlp_encoder (what DirectOTLPSpanExporter does) and sends nothing
+        batch with sessiontrace._otlp_encoder (what DirectOTLPSpanExporter does) and sends nothing
 
 Rounds interleave the configurations after a warm-up; medians of process CPU time per request
 (the export thread included). "on - off" is what the server span costs when tracing is on, the
@@ -42,7 +42,7 @@ from common import (
     utc_now,
     write_results,
 )
-from telemetry.otlp_encoder import TraceRequestEncoder
+from sessiontrace._otlp_encoder import TraceRequestEncoder
 
 RESULTS = RESULTS_DIR / "instrumentation_overhead.md"
 PACKAGES = ("fastapi", "opentelemetry-sdk", "opentelemetry-instrumentation-fastapi",

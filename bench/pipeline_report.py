@@ -125,7 +125,7 @@ def analysis(grouped: Mapping[str, list[Any]]) -> str:
             + (f" ({alone:.0f} µs with nothing exporting: the export thread takes the GIL from "
                "the thread creating spans, and both pay for the switches)" if alone else "")
             + f". Of the export, {encode:.0f} µs per span is the OTLP encoding "
-            "(`telemetry.otlp_encoder`, timed alone on one batch after the run; the SDK's own "
+            "(`sessiontrace._otlp_encoder`, timed alone on one batch after the run; the SDK's own "
             "encoder costs about 4.5 times as much, `bench/encoder_overhead.py`): it runs on the "
             "export thread, under the same GIL as the application."
         )

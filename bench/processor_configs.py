@@ -23,8 +23,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Tracer, format_span_id
 
-from telemetry import CallerContext, SessionSpanProcessor, bind_caller, derive_user_session_id
-from telemetry.attributes import SESSION_ID, USER_ID
+from sessiontrace import CallerContext, SessionSpanProcessor, bind_caller, derive_user_session_id
+from sessiontrace.attributes import SESSION_ID, USER_ID
 
 __all__ = ["SESSION", "SHAPES", "USER", "Config", "NoOpExporter", "build_configs"]
 

@@ -6,7 +6,7 @@ BatchSpanProcessor feeds a no-op exporter, and stamps the same session.id and us
   (a)  no extra processor: the floor (it alone stamps nothing)
   (a') no extra processor, the code creating each span sets both attributes itself:
        what the SDK charges for the two attributes, with no processor at all
-  (b)  telemetry.SessionSpanProcessor, caller bound with telemetry.bind_caller
+  (b)  sessiontrace.SessionSpanProcessor, caller bound with sessiontrace.bind_caller
   (c)  opentelemetry-processor-baggage BaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS),
        session.id and user.id in the attached context's baggage
   (d)  langfuse.propagate_attributes(session_id=, user_id=) with the SDK's own

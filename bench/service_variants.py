@@ -14,6 +14,7 @@ Usage: python bench/service_variants.py [--quick] [--rounds R] [--duration S]
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -57,7 +58,7 @@ VARIANTS = [
     Variant("off", {"OTEL_SDK_DISABLED": "true"}),
     Variant("on (as committed)", what="the service as it is"),
     Variant("on, the SDK's OTLP encoder", {"SESSIONTRACE_OTLP_ENCODER": "sdk"},
-            what="protobuf objects, as before telemetry.otlp_encoder"),
+            what="protobuf objects, as before sessiontrace._otlp_encoder"),
     Variant("on, no FastAPI instrumentation (no HTTP server span)", patches=(NO_SERVER_SPAN,),
             what="`FastAPIInstrumentor.instrument_app(...)` removed from `create_app`"),
 ]
@@ -74,7 +75,9 @@ def materialise(variant: Variant, root: Path) -> dict[str, str]:
         if count != 1:
             raise SystemExit(f"{variant.name}: {pattern!r} matched {path} {count} times, not once")
         target.write_text(text)
-    return {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(root), **variant.env}
+    # The library's package lives in telemetry/sessiontrace: both folders go on the path.
+    path = os.pathsep.join((str(root), str(root / "telemetry")))
+    return {"PYTHONSAFEPATH": "1", "PYTHONPATH": path, **variant.env}
 
 
 def table(rounds: list[Round], names: list[str]) -> str:

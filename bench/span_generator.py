@@ -1,6 +1,6 @@
 """Generate spans as fast as one Python thread can, through the SDK's export path; print JSON.
 
-The tracing setup is the one the service uses (telemetry.configure_tracing): a TracerProvider
+The tracing setup is the one the service uses (sessiontrace.configure_tracing): a TracerProvider
 with SessionSpanProcessor first, then a BatchSpanProcessor, which reads OTEL_BSP_* itself, in
 front of its OTLP/HTTP exporter, DirectOTLPSpanExporter (or, with `--endpoint none`, a no-op
 exporter). Spans
@@ -24,14 +24,14 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from telemetry import (
+from sessiontrace import (
     CallerContext,
     DirectOTLPSpanExporter,
     bind_caller,
     configure_tracing,
     derive_user_session_id,
 )
-from telemetry.otlp_encoder import TraceRequestEncoder
+from sessiontrace._otlp_encoder import TraceRequestEncoder
 
 SESSIONS = 100
 

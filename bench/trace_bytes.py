@@ -2,7 +2,7 @@
 
 The spans are the service's own, served in-process (`encoder_overhead.service_spans`): builtin:chat
 runs and builtin:governance-review runs of one schedule. Each layout is the same spans with other
-attributes, encoded by telemetry.otlp_encoder in batches of 512 (the exporter's bytes), then
+attributes, encoded by sessiontrace._otlp_encoder in batches of 512 (the exporter's bytes), then
 gzipped (what the collector sends Langfuse):
 
   before        what the service stamped before issue 10: `session.id` and `user.id` on every
@@ -90,7 +90,7 @@ def relaid(spans: Sequence[Any], layout: Layout) -> list[Any]:
 
 def wire_bytes(spans: Sequence[Any]) -> tuple[int, int]:
     """Protobuf and gzipped bytes of `spans` exported in batches of BATCH."""
-    from telemetry.otlp_encoder import TraceRequestEncoder
+    from sessiontrace._otlp_encoder import TraceRequestEncoder
 
     encoder = TraceRequestEncoder()
     raw = zipped = 0
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 - Machine: {machine_line()}.
 - Spans: {runs} builtin:chat runs and {runs} builtin:governance-review runs of one schedule,
   served in-process; service/ and telemetry/ at {git_revision("service", "telemetry")}.
-  Encoded by telemetry.otlp_encoder in batches of up to {BATCH}; gzip level 6. Bytes are exact,
+  Encoded by sessiontrace._otlp_encoder in batches of up to {BATCH}; gzip level 6. Bytes are exact,
   not timings: they do not vary between runs of the same code.
 
 {chr(10).join(rows)}

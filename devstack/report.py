@@ -345,7 +345,7 @@ def _first(attributes: Mapping[str, Any], keys: Sequence[str]) -> str | None:
 
 
 def _trigger_from_session(session_id: str) -> str:
-    # Session ids say where a run came from (telemetry.session): ba:... user chat, gov:... scheduler
+    # Session ids say where a run came from (sessiontrace._session): ba:... user chat, gov:... scheduler
     # or internal run.
     if session_id.startswith("ba:"):
         return "user"

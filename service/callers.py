@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from service.store import Grant, User
-from telemetry import (
+from sessiontrace import (
     CallerContext,
     derive_adhoc_session_id,
     derive_schedule_session_id,

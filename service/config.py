@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from telemetry import DEFAULT_SPOOL_MAX_BYTES, resolve_environment
+from sessiontrace import DEFAULT_SPOOL_MAX_BYTES, resolve_environment
 
 __all__ = [
     "DEVELOPMENT",

@@ -23,7 +23,7 @@ from service.scheduler import embedded_scheduler
 from service.schedules import configured_schedules
 from service.services import open_services
 from service.trace_boundary import make_trace_boundary
-from telemetry import ContextPropagatingExecutor, SpanSpool, configure_tracing
+from sessiontrace import ContextPropagatingExecutor, SpanSpool, configure_tracing
 
 __all__ = ["create_app"]
 
@@ -143,6 +143,6 @@ def _close_provider(provider: TracerProvider, *, shutdown: bool, spool: SpanSpoo
 
 def _package_version() -> str | None:
     try:
-        return version("sessiontrace")
+        return version("sessiontrace-service")
     except PackageNotFoundError:
         return None

@@ -6,13 +6,13 @@ the server request hook right after. The hook rewrites what it recorded:
 
 - the query (`url.query`, `http.target`, `http.url`): values of parameters
   named like secrets become `[REDACTED]`, and every value goes through
-  `telemetry.scrub` (bearer tokens, `sk-` keys, e-mail addresses, card numbers);
+  `sessiontrace.scrub` (bearer tokens, `sk-` keys, e-mail addresses, card numbers);
 - every string value is cut to `limit` characters (a 60 KB User-Agent was
   exported verbatim).
 
 Only these request attributes are cut here, not the whole span: the server
 span is also the trace's root, where the service writes the run's input and
-output, already capped in bytes by `telemetry.encode_payload` (50 KB), which
+output, already capped in bytes by `sessiontrace.encode_payload` (50 KB), which
 a span-wide SDK limit of a few KB would cut mid-JSON.
 """
 
@@ -25,7 +25,7 @@ from urllib.parse import unquote_plus
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits
 from opentelemetry.trace import Span
 
-from telemetry import REDACTED, scrub
+from sessiontrace import REDACTED, scrub
 
 __all__ = [
     "DEFAULT_REQUEST_ATTRIBUTE_LIMIT",
@@ -35,13 +35,13 @@ __all__ = [
 ]
 
 DEFAULT_REQUEST_ATTRIBUTE_LIMIT = 4096
-_ADDRESS_MASK = "[EMAIL]"  # what telemetry.scrub writes for an e-mail address
+_ADDRESS_MASK = "[EMAIL]"  # what sessiontrace.scrub writes for an e-mail address
 
 # Keys the HTTP instrumentation puts the query in (old and stable semconv).
 _QUERY_KEYS = ("url.query",)
 _TARGET_KEYS = ("http.target", "http.url", "url.full")
 # Query parameter names whose value is a secret in itself; payload keys such as
-# token, secret, password, api_key are also caught by telemetry.scrub's key rule.
+# token, secret, password, api_key are also caught by sessiontrace.scrub's key rule.
 _SECRET_PARAMETERS = frozenset({"token", "secret", "password", "api_key", "apikey", "key", "code"})
 
 ServerRequestHook = Callable[[Span, dict[str, Any]], None]
@@ -99,7 +99,7 @@ def scrub_query(query: str) -> str:
 
 
 def _looks_like_address(value: str) -> bool:
-    # Stricter in free text (telemetry.scrub wants a dotted domain with a 2+ letter
+    # Stricter in free text (sessiontrace.scrub wants a dotted domain with a 2+ letter
     # TLD); a query value with an "@" inside is an address, "a@b.c" included.
     local, at, domain = value.partition("@")
     return bool(at and local.strip() and domain.strip())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from telemetry import SessionSpanProcessor
+from sessiontrace import SessionSpanProcessor
 
 
 @pytest.fixture

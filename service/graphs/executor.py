@@ -23,8 +23,8 @@ from service.graphs.outcome import (
 from service.graphs.payloads import PayloadRecorder
 from service.graphs.runtime import NodeRuntime
 from service.llm import ChunkSink, LLMError, LLMProvider
-from telemetry import io_attributes, require_caller, set_trace_io
-from telemetry.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
+from sessiontrace import io_attributes, require_caller, set_trace_io
+from sessiontrace.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
 __all__ = ["GraphExecutor", "GraphRunError", "RunDeadlineError", "RunOutcome"]
 

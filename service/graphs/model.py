@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from service.llm import ChatMessage
-from telemetry import Trigger
+from sessiontrace import Trigger
 
 if TYPE_CHECKING:
     from service.graphs.runtime import NodeRuntime

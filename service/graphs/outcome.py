@@ -30,8 +30,8 @@ from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from telemetry import scrub
-from telemetry.attributes import LANGFUSE_OBSERVATION_LEVEL, LANGFUSE_OBSERVATION_STATUS_MESSAGE
+from sessiontrace import scrub
+from sessiontrace.attributes import LANGFUSE_OBSERVATION_LEVEL, LANGFUSE_OBSERVATION_STATUS_MESSAGE
 
 __all__ = [
     "DEFAULT_ABORT_REASON",

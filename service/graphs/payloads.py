@@ -1,6 +1,6 @@
 """What a run's spans record as input and output: scrubbed and capped, or only hashed.
 
-Every payload attribute is built here, through `telemetry.encode_payload`, so no
+Every payload attribute is built here, through `sessiontrace.encode_payload`, so no
 text reaches a span unscrubbed, over its cap, or at all for an account that
 masks content.
 """
@@ -14,8 +14,8 @@ from typing import Any
 from opentelemetry.util.types import AttributeValue
 
 from service.llm import ChatMessage, Completion
-from telemetry import LLM_PAYLOAD_CAP, TOOL_PAYLOAD_CAP, TRACE_PAYLOAD_CAP, encode_payload
-from telemetry.attributes import (
+from sessiontrace import LLM_PAYLOAD_CAP, TOOL_PAYLOAD_CAP, TRACE_PAYLOAD_CAP, encode_payload
+from sessiontrace.attributes import (
     GEN_AI_INPUT_MESSAGES,
     GEN_AI_OUTPUT_MESSAGES,
     LANGFUSE_OBSERVATION_INPUT,

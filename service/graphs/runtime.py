@@ -15,7 +15,7 @@ from service.config import ModelPrice
 from service.graphs.outcome import MANUAL_OUTCOME, recording_outcome
 from service.graphs.payloads import PayloadRecorder
 from service.llm import ChatMessage, ChunkSink, Completion, LLMProvider
-from telemetry.attributes import (
+from sessiontrace.attributes import (
     GEN_AI_OPERATION_NAME,
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,

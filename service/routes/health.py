@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from service.deps import DatabaseDep
 from service.errors import ApiError
-from telemetry import SpanSpool, SpoolStats
+from sessiontrace import SpanSpool, SpoolStats
 
 __all__ = ["router"]
 

@@ -22,7 +22,7 @@ from service.store import (
     create_user,
     revoke_grant,
 )
-from telemetry import SessionSpanProcessor, configure_tracing
+from sessiontrace import SessionSpanProcessor, configure_tracing
 
 from api_support import SCHEDULER_TOKEN, Seed
 

@@ -17,7 +17,7 @@ from opentelemetry.trace import StatusCode
 from api_support import Seed, chat_body
 from service.config import Settings
 from service.main import create_app
-from telemetry.attributes import LANGFUSE_OBSERVATION_STATUS_MESSAGE
+from sessiontrace.attributes import LANGFUSE_OBSERVATION_STATUS_MESSAGE
 from trace_support import LEVEL, StallingProvider, attributes, only, outcomes, traces, wait_until
 
 SERVER_SPAN = "POST /api/v1/ai/chat"

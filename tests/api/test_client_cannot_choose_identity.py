@@ -14,8 +14,8 @@ from api_support import (
     spans_of_trace,
     user_headers,
 )
-from telemetry import derive_schedule_session_id
-from telemetry.attributes import SESSION_ID, USER_ID
+from sessiontrace import derive_schedule_session_id
+from sessiontrace.attributes import SESSION_ID, USER_ID
 
 CLIENT_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 SPOOFING_HEADERS = {

@@ -15,7 +15,7 @@ from api_support import Seed, chat_body, run_body, scheduler_headers, spans_of_t
 from service.config import Settings
 from service.llm import ChatMessage, Completion, OfflineProvider
 from service.main import create_app
-from telemetry.attributes import SESSION_ID, USER_ID
+from sessiontrace.attributes import SESSION_ID, USER_ID
 
 RUNS = 200
 SPANS_PER_CHAT = 4  # server, invoke_agent, node, chat

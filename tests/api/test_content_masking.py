@@ -29,7 +29,7 @@ from service.store import (
     create_grant,
     create_user,
 )
-from telemetry.attributes import (
+from sessiontrace.attributes import (
     GEN_AI_INPUT_MESSAGES,
     GEN_AI_OUTPUT_MESSAGES,
     LANGFUSE_OBSERVATION_INPUT,

@@ -11,14 +11,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from service.graphs import Graph, GraphExecutor, GraphRunError, RunInput, default_registry
 from service.llm import ChatMessage, Completion, LLMError, OfflineProvider
-from telemetry import (
+from sessiontrace import (
     CallerContext,
     ContextPropagatingExecutor,
     MissingCallerError,
     bind_caller,
     derive_schedule_session_id,
 )
-from telemetry.attributes import SESSION_ID, USER_ID
+from sessiontrace.attributes import SESSION_ID, USER_ID
 
 INPUT = RunInput(messages=(ChatMessage(role="user", content="review this"),))
 REVIEW = "builtin:governance-review"

@@ -35,8 +35,8 @@ from service.store import (
     get_idempotency_record,
     revoke_grant,
 )
-from telemetry import derive_schedule_session_id
-from telemetry.attributes import (
+from sessiontrace import derive_schedule_session_id
+from sessiontrace.attributes import (
     LANGFUSE_SESSION_ID,
     LANGFUSE_TRACE_METADATA_PREFIX,
     SESSION_ID,

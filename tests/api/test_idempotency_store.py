@@ -22,7 +22,7 @@ from service.store import (
     get_idempotency_record,
     release_idempotency_key,
 )
-from telemetry import derive_schedule_session_id
+from sessiontrace import derive_schedule_session_id
 
 KEY = "governance:community:2026-11-23T08:00:00Z"
 HOUR = dt.timedelta(hours=1)

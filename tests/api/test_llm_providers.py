@@ -33,8 +33,8 @@ from service.llm import (
     build_provider,
 )
 from service.main import create_app
-from telemetry import CallerContext, bind_caller, derive_user_session_id
-from telemetry.attributes import (
+from sessiontrace import CallerContext, bind_caller, derive_user_session_id
+from sessiontrace.attributes import (
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,
     GEN_AI_RESPONSE_MODEL,

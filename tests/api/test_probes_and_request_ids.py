@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from api_support import Seed, chat_body, spans_of_trace, user_headers
 from service.config import Settings, sqlite_path
-from telemetry.attributes import LANGFUSE_TRACE_METADATA_PREFIX as META
+from sessiontrace.attributes import LANGFUSE_TRACE_METADATA_PREFIX as META
 from trace_support import attributes, only
 
 

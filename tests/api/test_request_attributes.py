@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from api_support import Seed, chat_body, spans_of_trace, user_headers
 from service.request_attributes import DEFAULT_REQUEST_ATTRIBUTE_LIMIT
-from telemetry.attributes import GEN_AI_INPUT_MESSAGES, LANGFUSE_TRACE_INPUT
+from sessiontrace.attributes import GEN_AI_INPUT_MESSAGES, LANGFUSE_TRACE_INPUT
 from trace_support import attributes, only
 
 CHAT = "/api/v1/ai/chat"

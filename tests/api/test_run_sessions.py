@@ -19,8 +19,8 @@ from api_support import (
 )
 from service.callers import user_session_id
 from service.store import Database, create_user
-from telemetry import derive_adhoc_session_id, derive_schedule_session_id
-from telemetry.attributes import (
+from sessiontrace import derive_adhoc_session_id, derive_schedule_session_id
+from sessiontrace.attributes import (
     GEN_AI_AGENT_NAME,
     GEN_AI_OPERATION_NAME,
     GEN_AI_REQUEST_MODEL,

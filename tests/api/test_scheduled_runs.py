@@ -29,8 +29,8 @@ from service.main import create_app
 from service.scheduler import Scheduler, embedded_scheduler
 from service.schedules import Schedule, ScheduleFileError
 from service.store import Database
-from telemetry import derive_schedule_session_id
-from telemetry.attributes import (
+from sessiontrace import derive_schedule_session_id
+from sessiontrace.attributes import (
     LANGFUSE_TRACE_METADATA_PREFIX,
     LANGFUSE_TRACE_NAME,
     LANGFUSE_TRACE_TAGS,

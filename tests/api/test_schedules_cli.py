@@ -18,7 +18,7 @@ import pytest
 
 from api_support import SCHEDULER_TOKEN, Seed, failed, free_port, ok, wait_until
 from service.config import Settings
-from telemetry import derive_schedule_session_id
+from sessiontrace import derive_schedule_session_id
 
 REPO = Path(__file__).resolve().parents[2]
 

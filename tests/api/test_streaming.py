@@ -30,8 +30,8 @@ from service.llm import (
     OpenAICompatibleProvider,
 )
 from service.main import create_app
-from telemetry import CallerContext, ContextPropagatingExecutor, bind_caller
-from telemetry.attributes import (
+from sessiontrace import CallerContext, ContextPropagatingExecutor, bind_caller
+from sessiontrace.attributes import (
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,

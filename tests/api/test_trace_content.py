@@ -17,7 +17,7 @@ from api_support import (
     spans_of_trace,
     user_headers,
 )
-from telemetry.attributes import (
+from sessiontrace.attributes import (
     GEN_AI_INPUT_MESSAGES,
     GEN_AI_OUTPUT_MESSAGES,
     LANGFUSE_OBSERVATION_INPUT,

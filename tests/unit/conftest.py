@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otlp_receiver import OTLPReceiver, running_otlp_receiver
 
-from telemetry import CallerContext, SessionSpanProcessor, derive_user_session_id
+from sessiontrace import CallerContext, SessionSpanProcessor, derive_user_session_id
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from telemetry import (
+from sessiontrace import (
     CallerContext,
     ContextPropagatingExecutor,
     MissingCallerError,
@@ -14,7 +14,7 @@ from telemetry import (
     derive_user_session_id,
     require_caller,
 )
-from telemetry.attributes import SESSION_ID, USER_ID
+from sessiontrace.attributes import SESSION_ID, USER_ID
 
 MakeCaller = Callable[..., CallerContext]
 

@@ -3,15 +3,15 @@ from otlp_receiver import OTLPReceiver
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from telemetry import (
+from sessiontrace import (
     CallerContext,
     SessionSpanProcessor,
     bind_caller,
     configure_tracing,
     derive_user_session_id,
 )
-from telemetry.attributes import DEPLOYMENT_ENVIRONMENT_NAME, SESSION_ID
-from telemetry.setup import OTLP_ENCODER_ENV
+from sessiontrace.attributes import DEPLOYMENT_ENVIRONMENT_NAME, SESSION_ID
+from sessiontrace._setup import OTLP_ENCODER_ENV
 
 
 def caller() -> CallerContext:

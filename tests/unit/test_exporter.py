@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otlp_receiver import OTLPReceiver
 
-import telemetry.exporter
-from telemetry.exporter import DirectOTLPSpanExporter
+import sessiontrace._exporter
+from sessiontrace._exporter import DirectOTLPSpanExporter
 
 
 def some_spans(count: int = 3) -> list[ReadableSpan]:
@@ -55,7 +55,7 @@ def test_a_batch_over_max_request_size_is_dropped_unsent(
 ) -> None:
     exporter = DirectOTLPSpanExporter(endpoint=endpoint(otlp_receiver), max_request_size=100)
 
-    with caplog.at_level(logging.WARNING, logger="telemetry.exporter"):
+    with caplog.at_level(logging.WARNING, logger="sessiontrace._exporter"):
         assert exporter.export(some_spans(10)) is SpanExportResult.FAILURE
     assert otlp_receiver.received == []
     assert "exceeds max_request_size 100" in caplog.text
@@ -74,10 +74,10 @@ def test_an_sdk_without_the_expected_internals_falls_back_to_its_own_export(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(telemetry.exporter, "_SDK_INTERNALS", ("_client", "_renamed_in_2027"))
+    monkeypatch.setattr(sessiontrace._exporter, "_SDK_INTERNALS", ("_client", "_renamed_in_2027"))
     spans = some_spans()
 
-    with caplog.at_level(logging.WARNING, logger="telemetry.exporter"):
+    with caplog.at_level(logging.WARNING, logger="sessiontrace._exporter"):
         exporter = DirectOTLPSpanExporter(endpoint=endpoint(otlp_receiver))
     assert not exporter.encodes_directly
     assert "_renamed_in_2027" in caplog.text

@@ -1,4 +1,4 @@
-"""telemetry.otlp_encoder writes the very bytes the SDK's protobuf encoder would."""
+"""sessiontrace._otlp_encoder writes the very bytes the SDK's protobuf encoder would."""
 
 import logging
 import math
@@ -24,7 +24,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from telemetry.otlp_encoder import TraceRequestEncoder
+from sessiontrace._otlp_encoder import TraceRequestEncoder
 
 
 def encode_trace_request(spans: Sequence[ReadableSpan]) -> bytes:
@@ -162,7 +162,7 @@ def test_an_attribute_that_cannot_be_encoded_is_logged_and_left_out(
     ).end()
 
     spans = recorded(provider, exporter)
-    with caplog.at_level(logging.ERROR, logger="telemetry.otlp_encoder"):
+    with caplog.at_level(logging.ERROR, logger="sessiontrace._otlp_encoder"):
         encoded = encode_trace_request(spans)
     assert encoded == sdk_bytes(spans)
     (span,) = ExportTraceServiceRequest.FromString(encoded).resource_spans[0].scope_spans[0].spans

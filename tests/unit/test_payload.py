@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from telemetry.payload import REDACTED, encode_payload, scrub
+from sessiontrace._payload import REDACTED, encode_payload, scrub
 
 
 def test_sensitive_keys_are_redacted_at_any_depth() -> None:
@@ -102,7 +102,7 @@ def test_scrubbing_a_long_unbroken_string_takes_linear_time() -> None:
 def test_over_cap_payload_is_summarised_without_being_scrubbed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import telemetry.payload as payload
+    import sessiontrace._payload as payload
 
     def refuse(_: object) -> object:
         raise AssertionError("an over-cap payload must not be scrubbed")

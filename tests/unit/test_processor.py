@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace import Span, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from telemetry import CallerContext, SessionSpanProcessor, bind_caller, derive_user_session_id
-from telemetry.attributes import (
+from sessiontrace import CallerContext, SessionSpanProcessor, bind_caller, derive_user_session_id
+from sessiontrace.attributes import (
     LANGFUSE_SESSION_ID,
     LANGFUSE_TRACE_NAME,
     LANGFUSE_TRACE_TAGS,
@@ -77,7 +77,7 @@ def test_span_without_caller_gets_no_invented_session_and_is_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     tracer = provider.get_tracer("t")
-    with caplog.at_level(logging.WARNING, logger="telemetry.processor"):
+    with caplog.at_level(logging.WARNING, logger="sessiontrace._processor"):
         tracer.start_span("orphan-1").end()
         tracer.start_span("orphan-2").end()
 
@@ -125,7 +125,7 @@ def test_processor_failure_is_swallowed_outside_strict_mode(
 
     caller = make_caller()
     lenient = SessionSpanProcessor()
-    with bind_caller(caller), caplog.at_level(logging.ERROR, logger="telemetry.processor"):
+    with bind_caller(caller), caplog.at_level(logging.ERROR, logger="sessiontrace._processor"):
         lenient.on_start(BrokenSpan())  # type: ignore[arg-type]
     assert any("SessionSpanProcessor failed" in r.getMessage() for r in caplog.records)
 
@@ -282,7 +282,7 @@ def test_a_session_id_overwritten_by_another_library_is_counted_and_logged_once(
 ) -> None:
     caller = make_caller()
     tracer = provider.get_tracer("t")
-    with bind_caller(caller), caplog.at_level(logging.WARNING, logger="telemetry.processor"):
+    with bind_caller(caller), caplog.at_level(logging.WARNING, logger="sessiontrace._processor"):
         tracer.start_span("ours").end()
         for _ in range(2):
             # As OpenInference does with a LangGraph thread_id, after span start.

@@ -15,7 +15,7 @@ from service.request_attributes import (
     request_attribute_limit,
     scrub_query,
 )
-from telemetry import LLM_PAYLOAD_CAP, configure_tracing
+from sessiontrace import LLM_PAYLOAD_CAP, configure_tracing
 
 LIMIT_VARIABLES = ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
 
@@ -109,7 +109,7 @@ def test_a_standard_limit_under_the_payload_caps_is_honoured_with_a_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "4096")
-    with caplog.at_level(logging.WARNING, logger="telemetry.setup"):
+    with caplog.at_level(logging.WARNING, logger="sessiontrace._setup"):
         provider = configure_tracing(service_name="t", exporter=InMemorySpanExporter(), batch=False)
     span = provider.get_tracer("t").start_span("s", attributes={"payload": "p" * 5000})
     span.end()

@@ -16,7 +16,7 @@ from service.graphs.outcome import error_type, recording_outcome
 from service.graphs.payloads import PayloadRecorder
 from service.llm import ChatMessage, Completion, LLMError
 from service.streaming import format_event
-from telemetry.attributes import (
+from sessiontrace.attributes import (
     GEN_AI_INPUT_MESSAGES,
     LANGFUSE_OBSERVATION_INPUT,
     LANGFUSE_OBSERVATION_LEVEL,

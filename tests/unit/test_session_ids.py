@@ -2,7 +2,7 @@ import hashlib
 
 import pytest
 
-from telemetry import (
+from sessiontrace import (
     MAX_SESSION_ID_LENGTH,
     derive_adhoc_session_id,
     derive_schedule_session_id,

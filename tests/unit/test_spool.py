@@ -17,15 +17,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otlp_receiver import OTLPReceiver
 
-from devstack.processes import wait_until
-from telemetry import (
+from polling import wait_until
+from sessiontrace import (
     DirectOTLPSpanExporter,
     SpanSpool,
     SpoolingSpanExporter,
     configure_tracing,
 )
-from telemetry._spool import SPOOL_DIR_ENV, SPOOL_MAX_BYTES_ENV
-from telemetry.setup import _spool_from_environment as spool_from_environment
+from sessiontrace._spool import SPOOL_DIR_ENV, SPOOL_MAX_BYTES_ENV
+from sessiontrace._setup import _spool_from_environment as spool_from_environment
 
 
 def some_spans(*names: str) -> list[ReadableSpan]:
@@ -93,7 +93,7 @@ def test_over_budget_the_oldest_batches_are_dropped_counted_and_logged(
 ) -> None:
     spool = SpanSpool(spool_dir, max_bytes=250)
 
-    with caplog.at_level(logging.WARNING, logger="telemetry._spool"):
+    with caplog.at_level(logging.WARNING, logger="sessiontrace._spool"):
         for index in range(4):
             assert spool.put(bytes([index]) * 100, spans=10 + index) is not None
 

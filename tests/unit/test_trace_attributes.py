@@ -6,8 +6,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from telemetry import CallerContext, bind_caller, io_attributes, set_trace_io
-from telemetry.attributes import (
+from sessiontrace import CallerContext, bind_caller, io_attributes, set_trace_io
+from sessiontrace.attributes import (
     LANGFUSE_OBSERVATION_INPUT,
     LANGFUSE_OBSERVATION_OUTPUT,
     LANGFUSE_SESSION_ID,

@@ -20,8 +20,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from telemetry.session import validate_session_id
-from telemetry.trace_attributes import io_attributes, metadata_attributes, span_attributes
+from sessiontrace._session import validate_session_id
+from sessiontrace._trace_attributes import io_attributes, metadata_attributes, span_attributes
 
 __all__ = [
     "CallerContext",
@@ -70,7 +70,7 @@ class CallerContext:
     trace_name: str = ""
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
-    # What every span of the run carries (telemetry.trace_attributes).
+    # What every span of the run carries (sessiontrace._trace_attributes).
     span_attributes: Mapping[str, AttributeValue] = field(init=False, repr=False, compare=False)
     # What the root span carries: the above plus the trace metadata.
     root_attributes: Mapping[str, AttributeValue] = field(init=False, repr=False, compare=False)
@@ -143,7 +143,7 @@ def require_caller() -> CallerContext:
     caller = caller_from_context()
     if caller is None:
         raise MissingCallerError(
-            "no caller is bound: wrap the run in telemetry.bind_caller(...) so its spans "
+            "no caller is bound: wrap the run in sessiontrace.bind_caller(...) so its spans "
             "carry a session id"
         )
     return caller

@@ -15,8 +15,8 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_val
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from telemetry._spool import SpanSpool, SpooledBatch
-from telemetry.exporter import DirectOTLPSpanExporter, SendOutcome
+from sessiontrace._spool import SpanSpool, SpooledBatch
+from sessiontrace._exporter import DirectOTLPSpanExporter, SendOutcome
 
 __all__ = ["SpoolingSpanExporter"]
 

@@ -1,4 +1,4 @@
-"""The SDK's OTLP/HTTP span exporter, with the cheaper encoder of `telemetry.otlp_encoder`."""
+"""The SDK's OTLP/HTTP span exporter, with the cheaper encoder of `sessiontrace._otlp_encoder`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
-from telemetry.otlp_encoder import TraceRequestEncoder
+from sessiontrace._otlp_encoder import TraceRequestEncoder
 
 __all__ = ["DirectOTLPSpanExporter", "SendOutcome"]
 

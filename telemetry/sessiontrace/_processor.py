@@ -12,8 +12,8 @@ from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
-from telemetry.attributes import LANGFUSE_SESSION_ID, SESSION_ID
-from telemetry.context import CALLER_KEY, CallerContext
+from sessiontrace.attributes import LANGFUSE_SESSION_ID, SESSION_ID
+from sessiontrace._context import CALLER_KEY, CallerContext
 
 __all__ = ["SessionSpanProcessor"]
 
@@ -29,7 +29,7 @@ class SessionSpanProcessor(SpanProcessor):
     Identity never comes from baggage or headers. A span with no caller gets
     no invented session. What is stamped is `CallerContext.span_attributes`:
     `session.id`, `user.id`, their `langfuse.*` twins, `langfuse.trace.name`
-    and `langfuse.trace.tags` (telemetry.trace_attributes says why each).
+    and `langfuse.trace.tags` (sessiontrace._trace_attributes says why each).
 
     Two things are counted, each with a warning logged once:
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 
 from opentelemetry.util.types import AttributeValue
 
-from telemetry.attributes import (
+from sessiontrace.attributes import (
     LANGFUSE_OBSERVATION_INPUT,
     LANGFUSE_OBSERVATION_OUTPUT,
     LANGFUSE_SESSION_ID,

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from telemetry._spool_files import SpoolDirectory, SpooledBatch
+from sessiontrace._spool_files import SpoolDirectory, SpooledBatch
 
 __all__ = [
     "DEFAULT_SPOOL_MAX_BYTES",

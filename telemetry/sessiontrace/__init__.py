@@ -1,8 +1,8 @@
-"""sessiontrace telemetry: every span of a graph run carries its session and user."""
+"""sessiontrace: every span of a graph run carries its session and user."""
 
-from telemetry._spool import DEFAULT_SPOOL_MAX_BYTES, SpanSpool, SpooledBatch, SpoolStats
-from telemetry._spooling import SpoolingSpanExporter
-from telemetry.context import (
+from sessiontrace._spool import DEFAULT_SPOOL_MAX_BYTES, SpanSpool, SpooledBatch, SpoolStats
+from sessiontrace._spooling import SpoolingSpanExporter
+from sessiontrace._context import (
     CallerContext,
     ContextPropagatingExecutor,
     MissingCallerError,
@@ -13,8 +13,8 @@ from telemetry.context import (
     require_caller,
     set_trace_io,
 )
-from telemetry.exporter import DirectOTLPSpanExporter, SendOutcome
-from telemetry.payload import (
+from sessiontrace._exporter import DirectOTLPSpanExporter, SendOutcome
+from sessiontrace._payload import (
     LLM_PAYLOAD_CAP,
     REDACTED,
     TOOL_PAYLOAD_CAP,
@@ -22,16 +22,16 @@ from telemetry.payload import (
     encode_payload,
     scrub,
 )
-from telemetry.processor import SessionSpanProcessor
-from telemetry.session import (
+from sessiontrace._processor import SessionSpanProcessor
+from sessiontrace._session import (
     MAX_SESSION_ID_LENGTH,
     derive_adhoc_session_id,
     derive_schedule_session_id,
     derive_user_session_id,
     validate_session_id,
 )
-from telemetry.setup import configure_tracing, resolve_environment, validate_environment
-from telemetry.trace_attributes import MAX_TRACE_NAME_LENGTH, io_attributes
+from sessiontrace._setup import configure_tracing, resolve_environment, validate_environment
+from sessiontrace._trace_attributes import MAX_TRACE_NAME_LENGTH, io_attributes
 
 __all__ = [
     "DEFAULT_SPOOL_MAX_BYTES",

@@ -19,18 +19,18 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-from telemetry._environment import resolve_environment, validate_environment
-from telemetry._spool import (
+from sessiontrace._environment import resolve_environment, validate_environment
+from sessiontrace._spool import (
     DEFAULT_SPOOL_MAX_BYTES,
     SPOOL_DIR_ENV,
     SPOOL_MAX_BYTES_ENV,
     SpanSpool,
 )
-from telemetry._spooling import SpoolingSpanExporter
-from telemetry.attributes import DEPLOYMENT_ENVIRONMENT_NAME
-from telemetry.exporter import DirectOTLPSpanExporter
-from telemetry.payload import LLM_PAYLOAD_CAP
-from telemetry.processor import SessionSpanProcessor
+from sessiontrace._spooling import SpoolingSpanExporter
+from sessiontrace.attributes import DEPLOYMENT_ENVIRONMENT_NAME
+from sessiontrace._exporter import DirectOTLPSpanExporter
+from sessiontrace._payload import LLM_PAYLOAD_CAP
+from sessiontrace._processor import SessionSpanProcessor
 
 # resolve_environment and validate_environment are re-exported for applications that check
 # their settings before building the provider (the service does, to name its own setting).
@@ -38,7 +38,7 @@ __all__ = ["configure_tracing", "resolve_environment", "validate_environment"]
 
 logger = logging.getLogger(__name__)
 
-# Which encoder the default OTLP exporter uses: "direct" (telemetry.otlp_encoder, the
+# Which encoder the default OTLP exporter uses: "direct" (sessiontrace._otlp_encoder, the
 # default) or "sdk" (the SDK's own protobuf objects), should the direct one ever be in doubt.
 OTLP_ENCODER_ENV = "SESSIONTRACE_OTLP_ENCODER"
 _ENCODERS = ("direct", "sdk")

@@ -1,0 +1,70 @@
+"""sessiontrace: every span of a graph run carries its session and user."""
+
+from sessiontrace._spool import DEFAULT_SPOOL_MAX_BYTES, SpanSpool, SpooledBatch, SpoolStats
+from sessiontrace._spooling import SpoolingSpanExporter
+from sessiontrace._context import (
+    CallerContext,
+    ContextPropagatingExecutor,
+    MissingCallerError,
+    Trigger,
+    bind_caller,
+    caller_from_context,
+    current_caller,
+    require_caller,
+    set_trace_io,
+)
+from sessiontrace._exporter import DirectOTLPSpanExporter, SendOutcome
+from sessiontrace._payload import (
+    LLM_PAYLOAD_CAP,
+    REDACTED,
+    TOOL_PAYLOAD_CAP,
+    TRACE_PAYLOAD_CAP,
+    encode_payload,
+    scrub,
+)
+from sessiontrace._processor import SessionSpanProcessor
+from sessiontrace._session import (
+    MAX_SESSION_ID_LENGTH,
+    derive_adhoc_session_id,
+    derive_schedule_session_id,
+    derive_user_session_id,
+    validate_session_id,
+)
+from sessiontrace._setup import configure_tracing, resolve_environment, validate_environment
+from sessiontrace._trace_attributes import MAX_TRACE_NAME_LENGTH, io_attributes
+
+__all__ = [
+    "DEFAULT_SPOOL_MAX_BYTES",
+    "LLM_PAYLOAD_CAP",
+    "MAX_SESSION_ID_LENGTH",
+    "MAX_TRACE_NAME_LENGTH",
+    "REDACTED",
+    "TOOL_PAYLOAD_CAP",
+    "TRACE_PAYLOAD_CAP",
+    "CallerContext",
+    "ContextPropagatingExecutor",
+    "DirectOTLPSpanExporter",
+    "MissingCallerError",
+    "SendOutcome",
+    "SessionSpanProcessor",
+    "SpanSpool",
+    "SpoolStats",
+    "SpooledBatch",
+    "SpoolingSpanExporter",
+    "Trigger",
+    "bind_caller",
+    "caller_from_context",
+    "configure_tracing",
+    "current_caller",
+    "derive_adhoc_session_id",
+    "derive_schedule_session_id",
+    "derive_user_session_id",
+    "encode_payload",
+    "io_attributes",
+    "require_caller",
+    "resolve_environment",
+    "scrub",
+    "set_trace_io",
+    "validate_environment",
+    "validate_session_id",
+]

@@ -1,0 +1,152 @@
+"""Payload encoding for span attributes: scrub secrets and PII, cap size, or hash only.
+
+Pure functions, no OpenTelemetry: whatever a span records as input or output
+passes through `encode_payload` first, so nothing sensitive leaves the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "LLM_PAYLOAD_CAP",
+    "REDACTED",
+    "TOOL_PAYLOAD_CAP",
+    "TRACE_PAYLOAD_CAP",
+    "encode_payload",
+    "scrub",
+]
+
+TRACE_PAYLOAD_CAP = 50_000
+LLM_PAYLOAD_CAP = 100_000
+TOOL_PAYLOAD_CAP = 10_000
+REDACTED = "[REDACTED]"
+
+_SENSITIVE_KEY_PARTS = (
+    "secret", "password", "passwd", "apikey", "authorization", "cookie", "credential",
+    "privatekey",
+)
+_KEY_SEPARATORS = re.compile(r"[\s_\-.]")
+_API_KEY = re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}")
+_AUTH_SCHEME = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+# Matches start only where a local part can start: without the lookbehind, a
+# long run of word characters with no "@" costs quadratic time (3 s for 32 KB).
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+)
+_CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# An inline assignment in free text: `password: hunter2`, `token=abc`, `"api_key": "x y"`.
+# The key is matched from its secret-naming end ("access_token" from "token"), so the
+# pattern starts with a literal word, never with an open-ended run: each start costs at
+# most one separator and one value, and every scan stops at the next quote or newline,
+# which keeps it linear (tests/unit/test_payload.py, 1 MB of adversarial text).
+_SECRET_ASSIGNMENT = re.compile(
+    r"(?P<key>token|secret|passw(?:or)?d|pwd|api[_-]?key|private[_-]?key|credentials?)"
+    r"(?P<separator>[\"']?[ \t]*[:=][ \t]*)"
+    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&]+)",
+    re.IGNORECASE,
+)
+
+
+def scrub(value: Any) -> Any:
+    """A copy of `value` with secret-looking keys redacted and secrets in strings masked."""
+    if isinstance(value, str):
+        return _mask_string(value)
+    if isinstance(value, Mapping):
+        return {
+            str(key): REDACTED if _is_sensitive_key(str(key)) else scrub(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [scrub(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return _mask_string(str(value))
+
+
+def encode_payload(value: Any, *, max_bytes: int, mask_content: bool = False) -> str:
+    """Scrub `value` and encode it as JSON, within `max_bytes` of UTF-8.
+
+    Past the cap, or always with `mask_content`, the text is replaced by a
+    JSON summary holding only its byte size and sha256. The size is taken
+    before scrubbing, so a payload that cannot be kept is never scrubbed:
+    scrubbing is the costly part, and a request near the body limit would
+    otherwise hold the event loop for a noticeable time.
+    """
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    raw = _encode(value)
+    if raw is not None:
+        if mask_content:
+            return _summary("masked", raw)
+        if len(raw) > max_bytes:
+            return _summary("over_cap", raw, cap=max_bytes)
+    encoded = json.dumps(scrub(value), ensure_ascii=False, separators=(",", ":"))
+    scrubbed = encoded.encode("utf-8")
+    if mask_content:
+        return _summary("masked", scrubbed)
+    # Masks can be longer than what they replace, so check again.
+    if len(scrubbed) > max_bytes:
+        return _summary("over_cap", scrubbed, cap=max_bytes)
+    return encoded
+
+
+def _encode(value: Any) -> bytes | None:
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError):
+        return None  # not plain JSON (odd keys or types): scrub() normalises it first
+
+
+def _summary(reason: str, raw: bytes, *, cap: int | None = None) -> str:
+    summary: dict[str, Any] = {
+        "omitted": reason,
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
+    if cap is not None:
+        summary["cap_bytes"] = cap
+    return json.dumps(summary, separators=(",", ":"))
+
+
+def _is_sensitive_key(key: str) -> bool:
+    normalized = _KEY_SEPARATORS.sub("", key.lower())
+    # "access_token", "token", "csrfToken" are secrets; "max_tokens" and
+    # "input_tokens" are counts.
+    if normalized.endswith("token"):
+        return True
+    return any(part in normalized for part in _SENSITIVE_KEY_PARTS)
+
+
+def _mask_string(text: str) -> str:
+    text = _API_KEY.sub(REDACTED, text)
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _SECRET_ASSIGNMENT.sub(_mask_assignment, text)
+    text = _EMAIL.sub("[EMAIL]", text)
+    return _CARD_CANDIDATE.sub(_mask_card, text)
+
+
+def _mask_assignment(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match.group('key')}{match.group('separator')}{quote}{REDACTED}{quote}"
+
+
+def _mask_card(match: re.Match[str]) -> str:
+    digits = [int(c) for c in match.group(0) if c.isdigit()]
+    return "[CARD]" if _luhn_valid(digits) else match.group(0)
+
+
+def _luhn_valid(digits: list[int]) -> bool:
+    total = 0
+    for index, digit in enumerate(reversed(digits)):
+        if index % 2 == 1:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
