@@ -23,21 +23,19 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Tracer, format_span_id
 
-from sessiontrace import CallerContext, SessionSpanProcessor, bind_caller, derive_user_session_id
+from sessiontrace import SessionContext, SessionSpanProcessor, binding, derive_user_session_id
 from sessiontrace.attributes import SESSION_ID, USER_ID
 
 __all__ = ["SESSION", "SHAPES", "USER", "Config", "NoOpExporter", "build_configs"]
 
 USER = "user-4711"
 SESSION = derive_user_session_id("bench", "conversation-1")
-CALLER = CallerContext(
-    billing_account_id="bench",
-    user_id=USER,
-    session_id=SESSION,
-    request_id="req-1",
-    run_id="run-1",
-    trigger="user",
-    graph_id="builtin:chat",
+# What the service binds for a chat run: session, user, trace name, tags (and metadata, which
+# only the span open at bind time carries).
+CALLER = SessionContext(
+    session_id=SESSION, user_id=USER, trace_name="builtin:chat",
+    tags=("user", "builtin:chat", "sessiontrace.offline", "development"),
+    metadata={"run_id": "run-1", "request_id": "req-1"},
 )
 class NoOpExporter(SpanExporter):
     """Counts what it is given; with `check` on, also counts spans carrying the session."""
@@ -180,9 +178,9 @@ def build_configs() -> list[Config]:
         ),
         Config(
             "b",
-            "SessionSpanProcessor + bind_caller",
+            "SessionSpanProcessor + bind_session",
             lambda e: [SessionSpanProcessor(), batch(e)],
-            lambda: bind_caller(CALLER),
+            lambda: binding(CALLER),
         ),
         Config(
             "c",

@@ -6,7 +6,7 @@ BatchSpanProcessor feeds a no-op exporter, and stamps the same session.id and us
   (a)  no extra processor: the floor (it alone stamps nothing)
   (a') no extra processor, the code creating each span sets both attributes itself:
        what the SDK charges for the two attributes, with no processor at all
-  (b)  sessiontrace.SessionSpanProcessor, caller bound with sessiontrace.bind_caller
+  (b)  sessiontrace.SessionSpanProcessor, session bound with sessiontrace.bind_session
   (c)  opentelemetry-processor-baggage BaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS),
        session.id and user.id in the attached context's baggage
   (d)  langfuse.propagate_attributes(session_id=, user_id=) with the SDK's own
@@ -158,7 +158,7 @@ def report(
   nested = the same under one `start_as_current_span` root ({args.n + 1} spans). The time
   includes `force_flush()`: every span went through the BatchSpanProcessor (queue size
   {queue}, other settings default) to a no-op exporter. The session is bound once per run
-  (bind_caller, attached baggage, propagate_attributes), as a request binds it once.
+  (bind_session, attached baggage, propagate_attributes), as a request binds it once.
 - {args.rounds} interleaved rounds after {args.warmup} untimed warm-up round(s); each figure is
   the median over rounds, and ratios pair each run with the (a) run of its round. Times
   are the process's CPU time (main and export threads), which other work on a shared

@@ -25,9 +25,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from sessiontrace import (
-    CallerContext,
     DirectOTLPSpanExporter,
-    bind_caller,
+    SessionContext,
+    binding,
     configure_tracing,
     derive_user_session_id,
 )
@@ -76,17 +76,13 @@ def encoding_cost(spans: Sequence[ReadableSpan], repeats: int = 5) -> float:
     return (time.thread_time() - started) / (repeats * len(spans))
 
 
-def callers() -> list[CallerContext]:
-    """Callers of SESSIONS conversations, built before the clock starts."""
+def callers() -> list[SessionContext]:
+    """Sessions of SESSIONS conversations, built before the clock starts."""
     return [
-        CallerContext(
-            billing_account_id="bench",
-            user_id=f"user-{i % 10}",
+        SessionContext(
             session_id=derive_user_session_id("bench", f"conversation-{i}"),
-            request_id=f"req-{i}",
-            run_id=f"run-{i}",
-            trigger="user",
-            graph_id="builtin:chat",
+            user_id=f"user-{i % 10}", trace_name="builtin:chat", tags=("user", "builtin:chat"),
+            metadata={"run_id": f"run-{i}", "request_id": f"req-{i}"},
         )
         for i in range(SESSIONS)
     ]
@@ -117,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     started_at = time.time()
     wall, cpu, process = time.perf_counter(), time.thread_time(), time.process_time()
     for index in range(traces):
-        with bind_caller(bound[index % SESSIONS]), tracer.start_as_current_span("run builtin:chat"):
+        with binding(bound[index % SESSIONS]), tracer.start_as_current_span("run builtin:chat"):
             for _ in range(children):
                 span = tracer.start_span("chat offline-echo")
                 span.set_attribute("gen_ai.operation.name", "chat")

@@ -5,12 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from service.store import Grant, User
-from sessiontrace import (
-    CallerContext,
-    derive_adhoc_session_id,
-    derive_schedule_session_id,
-    derive_user_session_id,
-)
+from sessiontrace import derive_adhoc_session_id, derive_schedule_session_id, derive_user_session_id
+from service.caller import CallerContext
 
 __all__ = ["governance_caller", "user_caller", "user_session_id"]
 

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from service.graphs import Graph, GraphExecutor, GraphRunError, RunInput
 from service.graphs.outcome import recording_abort_reason
 from service.schemas import ChatRunIds
-from sessiontrace import CallerContext, bind_caller
+from service.caller import CallerContext, bind_caller
 
 __all__ = ["CLIENT_DISCONNECTED", "RunEventStream", "format_event"]
 

@@ -23,7 +23,8 @@ from service.graphs.outcome import (
 from service.graphs.payloads import PayloadRecorder
 from service.graphs.runtime import NodeRuntime
 from service.llm import ChunkSink, LLMError, LLMProvider
-from sessiontrace import io_attributes, require_caller, set_trace_io
+from sessiontrace import io_attributes, set_trace_io
+from service.caller import require_caller
 from sessiontrace.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
 __all__ = ["GraphExecutor", "GraphRunError", "RunDeadlineError", "RunOutcome"]
@@ -148,7 +149,7 @@ class GraphExecutor:
             attributes={
                 GEN_AI_OPERATION_NAME: "invoke_agent",
                 GEN_AI_AGENT_NAME: graph.id,
-                **caller.root_attributes,
+                **caller.session.root_attributes,
                 **io_attributes(input=encoded_input),
             },
             **MANUAL_OUTCOME,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from service.llm import ChatMessage
-from sessiontrace import Trigger
+from service.caller import Trigger
 
 if TYPE_CHECKING:
     from service.graphs.runtime import NodeRuntime

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sessiontrace import require_caller
+from service.caller import require_caller
 
 __all__ = ["account_policy", "message_stats"]
 

@@ -27,7 +27,7 @@ from service.graphs.outcome import error_message, mark_failed_request, recording
 from service.middleware import get_client_request_id
 from service.schemas import ChatRequest, ChatResponse, ChatRunIds, MessageBody
 from service.streaming import CLIENT_DISCONNECTED, RunEventStream
-from sessiontrace import CallerContext, bind_caller
+from service.caller import CallerContext, bind_caller
 
 __all__ = ["router"]
 

@@ -43,7 +43,7 @@ from service.store import (
     release_idempotency_key,
 )
 from service.store.database import utc_now
-from sessiontrace import CallerContext, bind_caller
+from service.caller import CallerContext, bind_caller
 
 __all__ = ["router"]
 

@@ -9,9 +9,9 @@ query time (shared/LANGFUSE_OTLP_CONTRACT.md):
   `session.id` on its spans (OpenInference does) cannot move them to another session;
 - trace metadata, input and output come from the root span only.
 
-So a caller has two attribute sets: `span` (every span of the run; the session processor copies
-it onto each span) and `root` (the span open when the caller is bound, usually the HTTP server
-span, and the run span: the `span` set plus the trace metadata). Metadata stays off the other
+So a bound session has two attribute sets: `span` (every span of the run; the session processor copies
+it onto each span) and `root` (the span open when the session is bound, usually the HTTP server
+span: the `span` set plus the trace metadata). Metadata stays off the other
 spans, unlike the Langfuse SDK, which copies it: Langfuse reads it from the root only, and on
 every span it would add 14% (a chat run) to 34% (a governance run) to the OTLP bytes, 4-7% after
 gzip (bench/trace_bytes.py).
@@ -44,22 +44,27 @@ MAX_TRACE_NAME_LENGTH = 1000
 
 
 def span_attributes(
-    *, session_id: str, user_id: str, trace_name: str, tags: Iterable[str]
+    *, session_id: str, user_id: str, trace_name: str | None, tags: Iterable[str]
 ) -> dict[str, str | tuple[str, ...]]:
     """Session, user, trace name and tags: the keys every span of a run carries.
 
     Sequences are tuples, as the SDK stores them, so these values can be
     written into a span's attribute store unchanged. Tags keep their
-    first-seen order, without repeats.
+    first-seen order, without repeats. Without a trace name or tags, their
+    keys are left out (Langfuse then names the trace after its root span).
     """
-    return {
+    attributes: dict[str, str | tuple[str, ...]] = {
         SESSION_ID: session_id,
         USER_ID: user_id,
         LANGFUSE_SESSION_ID: session_id,
         LANGFUSE_USER_ID: user_id,
-        LANGFUSE_TRACE_NAME: trace_name[:MAX_TRACE_NAME_LENGTH],
-        LANGFUSE_TRACE_TAGS: tuple(dict.fromkeys(tags)),
     }
+    if trace_name:
+        attributes[LANGFUSE_TRACE_NAME] = trace_name[:MAX_TRACE_NAME_LENGTH]
+    unique = tuple(dict.fromkeys(tags))
+    if unique:
+        attributes[LANGFUSE_TRACE_TAGS] = unique
+    return attributes
 
 
 def metadata_attributes(metadata: Mapping[str, str]) -> dict[str, AttributeValue]:

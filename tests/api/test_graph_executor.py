@@ -11,13 +11,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from service.graphs import Graph, GraphExecutor, GraphRunError, RunInput, default_registry
 from service.llm import ChatMessage, Completion, LLMError, OfflineProvider
-from sessiontrace import (
-    CallerContext,
-    ContextPropagatingExecutor,
-    MissingCallerError,
-    bind_caller,
-    derive_schedule_session_id,
-)
+from sessiontrace import ContextPropagatingExecutor, derive_schedule_session_id
+from service.caller import CallerContext, MissingCallerError, bind_caller
 from sessiontrace.attributes import SESSION_ID, USER_ID
 
 INPUT = RunInput(messages=(ChatMessage(role="user", content="review this"),))

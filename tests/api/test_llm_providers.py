@@ -33,7 +33,8 @@ from service.llm import (
     build_provider,
 )
 from service.main import create_app
-from sessiontrace import CallerContext, bind_caller, derive_user_session_id
+from sessiontrace import derive_user_session_id
+from service.caller import CallerContext, bind_caller
 from sessiontrace.attributes import (
     GEN_AI_PROVIDER_NAME,
     GEN_AI_REQUEST_MODEL,

@@ -21,7 +21,8 @@ from service.llm import ChatMessage, Completion, LLMProvider, OfflineProvider
 from service.llm.openai_compatible import OpenAICompatibleProvider
 from service.main import create_app
 from service.store import Database, IdempotencyStatus, get_idempotency_record
-from sessiontrace import CallerContext, ContextPropagatingExecutor, bind_caller
+from sessiontrace import ContextPropagatingExecutor
+from service.caller import CallerContext, bind_caller
 from sessiontrace import derive_schedule_session_id
 from trace_support import LEVEL, RUN_OUTCOME, attributes, only, outcomes
 

@@ -34,7 +34,8 @@ from service.llm import ChatMessage, OfflineProvider
 from service.main import create_app
 from service.services import Services
 from service.store import Database, create_billing_account, create_user
-from sessiontrace import CallerContext, bind_caller, derive_user_session_id
+from sessiontrace import derive_user_session_id
+from service.caller import CallerContext, bind_caller
 from sessiontrace.attributes import (
     LANGFUSE_OBSERVATION_STATUS_MESSAGE,
     LANGFUSE_TRACE_METADATA_PREFIX,

@@ -30,7 +30,8 @@ from service.llm import (
     OpenAICompatibleProvider,
 )
 from service.main import create_app
-from sessiontrace import CallerContext, ContextPropagatingExecutor, bind_caller
+from sessiontrace import ContextPropagatingExecutor
+from service.caller import CallerContext, bind_caller
 from sessiontrace.attributes import (
     GEN_AI_RESPONSE_MODEL,
     GEN_AI_USAGE_INPUT_TOKENS,

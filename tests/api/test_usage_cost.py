@@ -16,7 +16,8 @@ from service.config import ModelPrice, Settings
 from service.graphs import GraphExecutor, RunInput, default_registry
 from service.llm import ChatMessage, OpenAICompatibleProvider
 from service.main import create_app
-from sessiontrace import CallerContext, bind_caller, derive_user_session_id
+from sessiontrace import derive_user_session_id
+from service.caller import CallerContext, bind_caller
 from sessiontrace.attributes import (
     GEN_AI_USAGE_COST,
     GEN_AI_USAGE_INPUT_TOKENS,

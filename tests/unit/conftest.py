@@ -1,4 +1,4 @@
-"""Fixtures for telemetry unit tests: an injected provider, never the global one."""
+"""Fixtures for the library's unit tests: an injected provider, never the global one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otlp_receiver import OTLPReceiver, running_otlp_receiver
 
-from sessiontrace import CallerContext, SessionSpanProcessor, derive_user_session_id
+from sessiontrace import SessionContext, SessionSpanProcessor, derive_user_session_id
 
 
 @pytest.fixture
@@ -26,19 +26,16 @@ def provider(
 
 
 @pytest.fixture
-def make_caller() -> Callable[..., CallerContext]:
-    def make(**overrides: Any) -> CallerContext:
+def make_session() -> Callable[..., SessionContext]:
+    def make(**overrides: Any) -> SessionContext:
         fields: dict[str, Any] = {
-            "billing_account_id": "acme",
-            "user_id": "alice",
             "session_id": derive_user_session_id("acme", "thread-1"),
-            "request_id": "req-1",
-            "run_id": "run-1",
-            "trigger": "user",
-            "graph_id": "builtin:chat",
+            "user_id": "alice",
+            "trace_name": "builtin:chat",
+            "metadata": {"run_id": "run-1"},
         }
         fields.update(overrides)
-        return CallerContext(**fields)
+        return SessionContext(**fields)
 
     return make
 

@@ -6,42 +6,42 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sessiontrace import (
-    CallerContext,
     ContextPropagatingExecutor,
-    MissingCallerError,
-    bind_caller,
-    current_caller,
+    MissingSessionError,
+    SessionContext,
+    binding,
+    current_session,
     derive_user_session_id,
-    require_caller,
+    require_session,
 )
 from sessiontrace.attributes import SESSION_ID, USER_ID
 
-MakeCaller = Callable[..., CallerContext]
+MakeSession = Callable[..., SessionContext]
 
 
 def test_caller_survives_await_tasks_to_thread_and_run_in_executor(
-    provider: TracerProvider, exporter: InMemorySpanExporter, make_caller: MakeCaller
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_session: MakeSession
 ) -> None:
     tracer = provider.get_tracer("t")
-    caller = make_caller()
+    caller = make_session()
 
-    def in_thread(name: str) -> CallerContext | None:
+    def in_thread(name: str) -> SessionContext | None:
         tracer.start_span(name).end()
-        return current_caller()
+        return current_session()
 
-    async def in_task() -> CallerContext | None:
+    async def in_task() -> SessionContext | None:
         await asyncio.sleep(0)
         tracer.start_span("task").end()
-        return current_caller()
+        return current_session()
 
-    async def run() -> list[CallerContext | None]:
+    async def run() -> list[SessionContext | None]:
         loop = asyncio.get_running_loop()
         explicit_pool = ContextPropagatingExecutor(max_workers=2)
         loop.set_default_executor(ContextPropagatingExecutor(max_workers=2))
         try:
-            with bind_caller(caller):
+            with binding(caller):
                 await asyncio.sleep(0)
-                seen = [current_caller()]
+                seen = [current_session()]
                 seen.append(await asyncio.create_task(in_task()))
                 seen.append(await asyncio.to_thread(in_thread, "to_thread"))
                 seen.append(await loop.run_in_executor(None, in_thread, "default_executor"))
@@ -62,15 +62,15 @@ def test_caller_survives_await_tasks_to_thread_and_run_in_executor(
 
 
 def test_concurrent_tasks_keep_their_own_callers(
-    provider: TracerProvider, exporter: InMemorySpanExporter, make_caller: MakeCaller
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_session: MakeSession
 ) -> None:
     tracer = provider.get_tracer("t")
 
     async def one_run(i: int) -> None:
-        caller = make_caller(
+        caller = make_session(
             user_id=f"user-{i}", session_id=derive_user_session_id("acme", f"thread-{i}")
         )
-        with bind_caller(caller), tracer.start_as_current_span(f"run-{i}"):
+        with binding(caller), tracer.start_as_current_span(f"run-{i}"):
             for step in range(3):
                 await asyncio.sleep(0)
                 await asyncio.to_thread(lambda: tracer.start_span(f"step-{i}-{step}").end())
@@ -89,15 +89,15 @@ def test_concurrent_tasks_keep_their_own_callers(
         assert span.attributes[SESSION_ID] == derive_user_session_id("acme", f"thread-{i}")
 
 
-def test_caller_is_gone_after_the_block(make_caller: MakeCaller) -> None:
-    with bind_caller(make_caller()):
-        assert current_caller() is not None
-    assert current_caller() is None
+def test_caller_is_gone_after_the_block(make_session: MakeSession) -> None:
+    with binding(make_session()):
+        assert current_session() is not None
+    assert current_session() is None
 
 
-def test_require_caller_refuses_when_nothing_is_bound(make_caller: MakeCaller) -> None:
-    with pytest.raises(MissingCallerError, match="no caller is bound"):
-        require_caller()
-    caller = make_caller()
-    with bind_caller(caller):
-        assert require_caller() is caller
+def test_require_session_refuses_when_nothing_is_bound(make_session: MakeSession) -> None:
+    with pytest.raises(MissingSessionError, match="no session is bound"):
+        require_session()
+    caller = make_session()
+    with binding(caller):
+        assert require_session() is caller

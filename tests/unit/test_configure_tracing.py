@@ -4,9 +4,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sessiontrace import (
-    CallerContext,
+    SessionContext,
     SessionSpanProcessor,
-    bind_caller,
+    binding,
     configure_tracing,
     derive_user_session_id,
 )
@@ -14,16 +14,8 @@ from sessiontrace.attributes import DEPLOYMENT_ENVIRONMENT_NAME, SESSION_ID
 from sessiontrace._setup import OTLP_ENCODER_ENV
 
 
-def caller() -> CallerContext:
-    return CallerContext(
-        billing_account_id="acme",
-        user_id="alice",
-        session_id=derive_user_session_id("acme", "t"),
-        request_id="r",
-        run_id="run",
-        trigger="user",
-        graph_id="builtin:chat",
-    )
+def caller() -> SessionContext:
+    return SessionContext(session_id=derive_user_session_id("acme", "t"), user_id="alice")
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +144,7 @@ def test_session_processor_runs_before_the_exporter() -> None:
     provider = configure_tracing(service_name="svc", exporter=exporter,
                                  session_processor=processor, batch=True)
     tracer = provider.get_tracer("t")
-    with bind_caller(caller()):
+    with binding(caller()):
         tracer.start_span("stamped").end()
     tracer.start_span("orphan").end()
     provider.force_flush()
@@ -169,7 +161,7 @@ def test_sdk_disabled_exports_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     exporter = InMemorySpanExporter()
     provider = configure_tracing(service_name="svc", exporter=exporter, batch=False)
     tracer = provider.get_tracer("t")
-    with bind_caller(caller()):
+    with binding(caller()):
         span = tracer.start_span("nothing")
         assert not span.is_recording()
         span.end()
@@ -183,7 +175,7 @@ def test_default_exporter_sends_protobuf_to_the_otlp_endpoint_variable(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.url)
     monkeypatch.setenv(OTLP_ENCODER_ENV, encoder)
     provider = configure_tracing(service_name="svc")
-    with bind_caller(caller()):
+    with binding(caller()):
         provider.get_tracer("t").start_span("exported").end()
     provider.shutdown()
 

@@ -6,7 +6,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sessiontrace import CallerContext, bind_caller, io_attributes, set_trace_io
+from sessiontrace import SessionContext, bind_session, binding, current_session, io_attributes, set_trace_io
 from sessiontrace.attributes import (
     LANGFUSE_OBSERVATION_INPUT,
     LANGFUSE_OBSERVATION_OUTPUT,
@@ -20,14 +20,14 @@ from sessiontrace.attributes import (
     USER_ID,
 )
 
-MakeCaller = Callable[..., CallerContext]
+MakeSession = Callable[..., SessionContext]
 META = "langfuse.trace.metadata."
 
 
 def test_every_span_carries_session_user_name_and_tags_under_both_keys(
-    make_caller: MakeCaller,
+    make_session: MakeSession,
 ) -> None:
-    caller = make_caller(tags=("user", "builtin:chat", "offline", "user"))
+    caller = make_session(tags=("user", "builtin:chat", "offline", "user"))
 
     assert dict(caller.span_attributes) == {
         SESSION_ID: caller.session_id,
@@ -40,56 +40,64 @@ def test_every_span_carries_session_user_name_and_tags_under_both_keys(
     assert not any(key.startswith(META) for key in caller.span_attributes)
 
 
-def test_the_root_carries_the_trace_metadata_from_the_callers_fields(
-    make_caller: MakeCaller,
+def test_the_root_carries_the_trace_metadata_and_other_spans_do_not(
+    make_session: MakeSession,
 ) -> None:
-    attributes = make_caller().root_attributes
+    session = make_session(metadata={"run_id": "run-1", "schedule_id": "governance:community"})
 
-    assert attributes[META + "run_id"] == "run-1"
-    assert attributes[META + "request_id"] == "req-1"
-    assert attributes[META + "graph_id"] == "builtin:chat"
-    assert attributes[META + "billing_account_id"] == "acme"
-    assert attributes[META + "trigger"] == "user"
-    assert META + "schedule_id" not in attributes
-    assert attributes[LANGFUSE_TRACE_NAME] == "builtin:chat"
+    assert session.root_attributes[META + "run_id"] == "run-1"
+    assert session.root_attributes[META + "schedule_id"] == "governance:community"
+    assert session.root_attributes[LANGFUSE_TRACE_NAME] == "builtin:chat"
+    assert not [key for key in session.span_attributes if key.startswith(META)]
 
 
-def test_scheduled_trace_metadata_holds_schedule_and_the_callers_own(
-    make_caller: MakeCaller,
+def test_without_a_trace_name_or_tags_their_keys_are_left_out(make_session: MakeSession) -> None:
+    attributes = make_session(trace_name=None, tags=()).span_attributes
+
+    assert LANGFUSE_TRACE_NAME not in attributes and LANGFUSE_TRACE_TAGS not in attributes
+    assert attributes[LANGFUSE_SESSION_ID] == attributes[SESSION_ID]
+
+
+def test_bind_session_binds_a_generic_session_for_any_app(
+    provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    caller = make_caller(
-        trigger="schedule", schedule_id="governance:community",
-        metadata={"grant_id": "g-1", "scheduled_for": "2026-11-23T08:00:00+00:00"},
-    )
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("GET /chat"), bind_session(
+        session_id="conversation-42", user_id="u-7", trace_name="chat", tags=["web"],
+        metadata={"tenant": "acme"},
+    ) as session:
+        assert current_session() is session
+        tracer.start_span("llm call").end()
 
-    attributes = caller.root_attributes
-    assert attributes[META + "schedule_id"] == "governance:community"
-    assert attributes[META + "grant_id"] == "g-1"
-    assert attributes[META + "scheduled_for"] == "2026-11-23T08:00:00+00:00"
-    assert attributes[META + "trigger"] == "schedule"
+    spans = {span.name: span.attributes or {} for span in exporter.get_finished_spans()}
+    for attributes in spans.values():
+        assert attributes[LANGFUSE_SESSION_ID] == attributes[SESSION_ID] == "conversation-42"
+        assert attributes[LANGFUSE_USER_ID] == attributes[USER_ID] == "u-7"
+        assert attributes[LANGFUSE_TRACE_NAME] == "chat"
+        assert attributes[LANGFUSE_TRACE_TAGS] == ("web",)
+    assert spans["GET /chat"][META + "tenant"] == "acme"
+    assert META + "tenant" not in spans["llm call"]
 
 
-def test_trace_name_defaults_to_the_graph_and_never_exceeds_langfuse_limit(
-    make_caller: MakeCaller,
-) -> None:
-    assert make_caller(trace_name="nightly review").span_attributes[LANGFUSE_TRACE_NAME] == (
+def test_the_trace_name_never_exceeds_langfuse_limit(make_session: MakeSession) -> None:
+    assert make_session(trace_name="nightly review").span_attributes[LANGFUSE_TRACE_NAME] == (
         "nightly review"
     )
-    long_name = make_caller(graph_id="p:" + "n" * 5000).span_attributes[LANGFUSE_TRACE_NAME]
+    long_name = make_session(trace_name="p:" + "n" * 5000).span_attributes[LANGFUSE_TRACE_NAME]
     assert len(str(long_name)) == 1000
 
 
-def test_an_empty_tag_is_refused(make_caller: MakeCaller) -> None:
+def test_an_empty_tag_is_refused(make_session: MakeSession) -> None:
     with pytest.raises(ValueError, match="tags must be non-empty strings"):
-        make_caller(tags=("user", ""))
+        make_session(tags=("user", ""))
 
 
 def test_bind_caller_makes_the_open_span_the_root_with_metadata_input_and_output(
-    provider: TracerProvider, exporter: InMemorySpanExporter, make_caller: MakeCaller
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_session: MakeSession
 ) -> None:
-    caller = make_caller()
+    caller = make_session()
     tracer = provider.get_tracer("t")
-    with tracer.start_as_current_span("POST /chat"), bind_caller(caller):
+    with tracer.start_as_current_span("POST /chat"), binding(caller):
         with tracer.start_as_current_span("invoke_agent"):
             set_trace_io(input='{"q":1}')
             set_trace_io(output='{"a":2}')
@@ -104,10 +112,10 @@ def test_bind_caller_makes_the_open_span_the_root_with_metadata_input_and_output
 
 
 def test_without_an_open_span_set_trace_io_leaves_the_run_span_to_carry_them(
-    provider: TracerProvider, exporter: InMemorySpanExporter, make_caller: MakeCaller
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_session: MakeSession
 ) -> None:
     tracer = provider.get_tracer("t")
-    with bind_caller(make_caller()):
+    with binding(make_session()):
         with tracer.start_as_current_span("invoke_agent", attributes=io_attributes(input="in")):
             set_trace_io(input="in", output="out")
 

@@ -1,4 +1,4 @@
-"""SessionSpanProcessor: stamps the bound caller's session and user on every span."""
+"""SessionSpanProcessor: stamps the bound session and user on every span."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import SpanKind
 
 from sessiontrace.attributes import LANGFUSE_SESSION_ID, SESSION_ID
-from sessiontrace._context import CALLER_KEY, CallerContext
+from sessiontrace._context import SESSION_KEY, SessionContext
 
 __all__ = ["SessionSpanProcessor"]
 
@@ -21,22 +21,22 @@ logger = logging.getLogger(__name__)
 
 
 class SessionSpanProcessor(SpanProcessor):
-    """Stamps every span with the session, user, trace name and tags of its caller.
+    """Stamps every span with the session, user, trace name and tags of its bound session.
 
-    The caller is read from the parent context handed to `on_start`, falling
+    The session is read from the parent context handed to `on_start`, falling
     back to the current context when that carries none (a span started with
     `context=extract(headers)` still belongs to the run that started it).
-    Identity never comes from baggage or headers. A span with no caller gets
-    no invented session. What is stamped is `CallerContext.span_attributes`:
+    Identity never comes from baggage or headers. A span with no session bound gets
+    no invented session. What is stamped is `SessionContext.span_attributes`:
     `session.id`, `user.id`, their `langfuse.*` twins, `langfuse.trace.name`
     and `langfuse.trace.tags` (sessiontrace._trace_attributes says why each).
 
     Two things are counted, each with a warning logged once:
 
-    - `spans_without_caller`: spans that *end* with no session, the bug this
+    - `spans_without_session`: spans that *end* with no session, the bug this
       library exists to prevent. Counting at the end leaves out the HTTP
-      server span, which starts before the route binds the caller and is
-      stamped by `bind_caller` while still open; and a SERVER span that ends
+      server span, which starts before the route binds the session and is
+      stamped by `bind_session` while still open; and a SERVER span that ends
       unbound is a request that started no run (a 401, a health probe, a
       replay), not a run without a session;
     - `session_conflicts`: spans whose `session.id` another library changed
@@ -53,13 +53,18 @@ class SessionSpanProcessor(SpanProcessor):
         self._lock = threading.Lock()
         self._without_caller = 0
         self._conflicts = 0
-        # Span ids of spans that started with no caller: only they can end
+        # Span ids of spans that started with no session: only they can end
         # without a session, so on_end is a single emptiness test otherwise.
         self._unstamped: set[int] = set()
 
     @property
+    def spans_without_session(self) -> int:
+        """How many spans ended with no session (none was ever bound to them)."""
+        return self._without_caller
+
+    @property
     def spans_without_caller(self) -> int:
-        """How many spans ended with no session (no caller was ever bound to them)."""
+        """The same count, by its name before sessions were bound with `bind_session`."""
         return self._without_caller
 
     @property
@@ -69,17 +74,17 @@ class SessionSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            # Inlined caller_from_context: this runs on every span. Only
-            # bind_caller writes the private key, always a CallerContext.
-            caller: Any = None
+            # Inlined session_from_context: this runs on every span. Only
+            # binding() writes the private key, always a SessionContext.
+            session: Any = None
             if parent_context is not None:
-                caller = parent_context.get(CALLER_KEY)
-            if caller is None:
-                caller = get_current().get(CALLER_KEY)
-            if caller is None:
+                session = parent_context.get(SESSION_KEY)
+            if session is None:
+                session = get_current().get(SESSION_KEY)
+            if session is None:
                 self._unstamped.add(span.context.span_id)
                 return
-            _stamp(span, caller)
+            _stamp(span, session)
         except Exception:
             if self._strict:
                 raise
@@ -98,7 +103,7 @@ class SessionSpanProcessor(SpanProcessor):
             found = attributes.get(SESSION_ID)
             if found is not stamped and found != stamped:
                 self._count_conflict(span, stamped, found)
-            if self._unstamped:  # the server span, stamped by bind_caller after it started
+            if self._unstamped:  # the server span, stamped by bind_session after it started
                 self._unstamped.discard(span.context.span_id if span.context else 0)
             return
         unstamped = self._unstamped
@@ -131,16 +136,16 @@ class SessionSpanProcessor(SpanProcessor):
             first = self._without_caller == 1
         if first:
             logger.warning(
-                "span %r ended with no caller bound: it has no session.id and will not "
+                "span %r ended with no session bound: it has no session.id and will not "
                 "appear in Langfuse's Sessions view (further such spans are only counted)",
                 span.name,
             )
 
 
-def _stamp(span: Span, caller: CallerContext) -> None:
+def _stamp(span: Span, session: SessionContext) -> None:
     # This runs on every span, so it takes a fast path measured in bench/:
     # the SDK's set_attribute re-validates, locks twice and copies, about
-    # 1.8 us an attribute, while the caller's values were validated once when
+    # 1.8 us an attribute, while the session's values were validated once when
     # it was built. The fast path writes the span's fresh attribute dict
     # directly, only when the SDK's own rules would store the same thing (no
     # value-length limit, or one no stamped value reaches; room under the
@@ -150,13 +155,13 @@ def _stamp(span: Span, caller: CallerContext) -> None:
     attributes = getattr(span, "_attributes", None)
     if type(attributes) is BoundedAttributes and (
         attributes.max_value_len is None
-        or caller._longest_value <= attributes.max_value_len  # noqa: SLF001
+        or session._longest_value <= attributes.max_value_len  # noqa: SLF001
     ):
         store = getattr(attributes, "_dict", None)
         if type(store) is dict and (
             attributes.maxlen is None
-            or len(store) + len(caller._span_items) <= attributes.maxlen  # noqa: SLF001
+            or len(store) + len(session._span_items) <= attributes.maxlen  # noqa: SLF001
         ):
-            store.update(caller._span_items)  # noqa: SLF001 - same package, see CallerContext
+            store.update(session._span_items)  # noqa: SLF001 - same package, see SessionContext
             return
-    span.set_attributes(caller.span_attributes)
+    span.set_attributes(session.span_attributes)
