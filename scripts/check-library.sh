@@ -12,7 +12,10 @@ PYTEST_PIN=$(grep '^pytest==' requirements.lock)
 python3 -m venv "$WORK/venv"
 PY="$WORK/venv/bin/python"
 "$PY" -m pip install -q --upgrade pip
-"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" ./telemetry
+# Built from a copy: setuptools writes build/ next to the sources it builds.
+cp -r telemetry "$WORK/source"
+rm -rf "$WORK/source/build" "$WORK/source"/*.egg-info
+"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$WORK/source"
 WHEEL=$(ls "$WORK"/dist/sessiontrace-*.whl)
 echo "check-library: built $(basename "$WHEEL")"
 "$PY" -m pip install -q "$WHEEL" "$PYTEST_PIN"
