@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -181,7 +182,33 @@ def start_ready(
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free now, below the kernel's ephemeral range, never handed out twice.
+
+    A port the OS picks (bind to 0) comes from the ephemeral range, where every outgoing
+    connection also takes its source port: between this call and the server's own bind, a
+    client connection could take it ("address already in use", seen in CI). Below that range
+    only servers bind.
+    """
+    low = _ephemeral_range_start()
+    for _ in range(500):
+        port = random.randrange(max(1024, low - 16_000), low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port below {low} on {host}")
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default

@@ -18,7 +18,8 @@ rm -rf "$WORK/source/build" "$WORK/source"/*.egg-info
 "$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$WORK/source"
 WHEEL=$(ls "$WORK"/dist/sessiontrace-*.whl)
 echo "check-library: built $(basename "$WHEEL")"
-"$PY" -m pip install -q "$WHEEL" "$PYTEST_PIN"
+# With the `instrument` extra, as the zero-code setup needs it: the distro's tests run too.
+"$PY" -m pip install -q "$WHEEL[instrument]" "$PYTEST_PIN"
 
 # From outside the repository, so nothing in the tree can stand in for a missing package.
 cd "$WORK"
@@ -48,7 +49,9 @@ echo "check-library: the library's tests against the installed wheel"
     "$REPO"/tests/unit/test_otlp_encoder.py "$REPO"/tests/unit/test_exporter.py \
     "$REPO"/tests/unit/test_spool.py "$REPO"/tests/unit/test_configure_tracing.py \
     "$REPO"/tests/unit/test_session_ids.py "$REPO"/tests/unit/test_payload.py \
-    "$REPO"/tests/unit/test_bind_caller_concurrency.py
+    "$REPO"/tests/unit/test_bind_caller_concurrency.py "$REPO"/tests/unit/test_parent_session.py \
+    "$REPO"/tests/unit/test_distro.py "$REPO"/tests/unit/test_pytest_plugin.py \
+    "$REPO"/tests/unit/test_third_party_content.py "$REPO"/tests/unit/test_threads.py
 # pytest put the test folders first on sys.path: the package found from there is the wheel's.
 REPO="$REPO" "$PY" - <<'PY'
 import os, sys
@@ -59,3 +62,10 @@ import sessiontrace
 assert "site-packages" in sessiontrace.__file__, f"tested {sessiontrace.__file__}, not the wheel"
 print("check-library: the tests ran against", sessiontrace.__file__)
 PY
+
+# Last: installing it moves OpenTelemetry back a patch release (its newest release, 0.66b1, pins
+# opentelemetry-instrumentation 0.66b1), and the tests above ran against the newest.
+echo "check-library: the thread recipes beside opentelemetry-instrumentation-threading"
+"$PY" -m pip install -q "$WHEEL" opentelemetry-instrumentation-threading
+"$PY" -m pytest -q -p no:cacheprovider --rootdir="$REPO" \
+    -c "$REPO/pyproject.toml" "$REPO"/tests/unit/threading_instrumentor_checks.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from service.graphs.outcome import (
 from service.graphs.payloads import PayloadRecorder
 from service.graphs.runtime import NodeRuntime
 from service.llm import ChunkSink, LLMError, LLMProvider
-from sessiontrace import io_attributes, set_trace_io
 from service.caller import require_caller
+from sessiontrace import SessionContext, binding, io_attributes, set_trace_io
 from sessiontrace.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
 __all__ = ["GraphExecutor", "GraphRunError", "RunDeadlineError", "RunOutcome"]
@@ -135,6 +136,28 @@ class GraphExecutor:
                 f"the bound caller is for graph {caller.graph_id!r}, not {graph.id!r}"
             )
         mask_content = await self._mask_content(caller.billing_account_id)
+        # Rebound with the account's masking, known only now: other libraries' content on the
+        # run's spans (gen_ai.input.messages...) is then masked too, not only scrubbed.
+        session = (
+            dataclasses.replace(caller.session, mask_content=True) if mask_content
+            else caller.session
+        )
+        with binding(session):
+            return await self._run_bound(
+                graph, run_input, session, mask_content=mask_content, on_chunk=on_chunk,
+                deadline=deadline,
+            )
+
+    async def _run_bound(
+        self,
+        graph: Graph,
+        run_input: RunInput,
+        session: SessionContext,
+        *,
+        mask_content: bool,
+        on_chunk: ChunkSink | None,
+        deadline: float | None,
+    ) -> RunOutcome:
         payloads = PayloadRecorder(mask_content=mask_content)
         runtime = NodeRuntime(
             tracer=self._tracer, llm=self._llm, payloads=payloads, prices=self._prices,
@@ -149,7 +172,7 @@ class GraphExecutor:
             attributes={
                 GEN_AI_OPERATION_NAME: "invoke_agent",
                 GEN_AI_AGENT_NAME: graph.id,
-                **caller.session.root_attributes,
+                **session.root_attributes,
                 **io_attributes(input=encoded_input),
             },
             **MANUAL_OUTCOME,

@@ -2,6 +2,8 @@
 
 from sessiontrace._spool import DEFAULT_SPOOL_MAX_BYTES, SpanSpool, SpooledBatch, SpoolStats
 from sessiontrace._spooling import SpoolingSpanExporter
+from sessiontrace._asgi import SessionMiddleware, SessionResolver
+from sessiontrace._content import CONTENT_ATTRIBUTE_CAP
 from sessiontrace._context import (
     ContextPropagatingExecutor,
     MissingSessionError,
@@ -31,9 +33,11 @@ from sessiontrace._session import (
     validate_session_id,
 )
 from sessiontrace._setup import configure_tracing, resolve_environment, validate_environment
+from sessiontrace._testing import SpanRecorder, assert_every_span_has_a_session
 from sessiontrace._trace_attributes import MAX_TRACE_NAME_LENGTH, io_attributes
 
 __all__ = [
+    "CONTENT_ATTRIBUTE_CAP",
     "DEFAULT_SPOOL_MAX_BYTES",
     "LLM_PAYLOAD_CAP",
     "MAX_SESSION_ID_LENGTH",
@@ -46,11 +50,15 @@ __all__ = [
     "MissingSessionError",
     "SendOutcome",
     "SessionContext",
+    "SessionMiddleware",
+    "SessionResolver",
     "SessionSpanProcessor",
+    "SpanRecorder",
     "SpanSpool",
     "SpoolStats",
     "SpooledBatch",
     "SpoolingSpanExporter",
+    "assert_every_span_has_a_session",
     "bind_session",
     "binding",
     "configure_tracing",

@@ -53,7 +53,10 @@ class SessionContext:
     """The session and user a block's spans belong to, and how their trace is named; immutable.
 
     `trace_name`, `tags` and `metadata` are optional: without a trace name,
-    Langfuse names the trace after its root span.
+    Langfuse names the trace after its root span. With `mask_content`, what
+    other libraries record as content on the block's spans (prompts,
+    completions) leaves as its size and sha256 only; without, it is scrubbed
+    and capped (sessiontrace._content).
     """
 
     session_id: str
@@ -61,6 +64,7 @@ class SessionContext:
     trace_name: str | None = None
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    mask_content: bool = False
     # What every span of the block carries (sessiontrace._trace_attributes).
     span_attributes: Mapping[str, AttributeValue] = field(init=False, repr=False, compare=False)
     # What the root span carries: the above plus the trace metadata.
@@ -98,7 +102,7 @@ class SessionContext:
         object.__setattr__(self, "metadata", types.MappingProxyType(metadata))
         items = span_attributes(
             session_id=self.session_id, user_id=self.user_id, trace_name=self.trace_name,
-            tags=tags,
+            tags=tags, mask_content=self.mask_content,
         )
         object.__setattr__(self, "_span_items", items)
         object.__setattr__(self, "span_attributes", types.MappingProxyType(items))
@@ -139,6 +143,7 @@ def bind_session(
     trace_name: str | None = None,
     tags: Iterable[str] = (),
     metadata: Mapping[str, str] | None = None,
+    mask_content: bool = False,
 ) -> Iterator[SessionContext]:
     """Bind a session and user for the block and stamp the span that is already open.
 
@@ -149,11 +154,13 @@ def bind_session(
     the trace's root, where Langfuse reads metadata, input and output
     (`set_trace_io`). Binding another session inside a bound block raises
     ValueError: one trace must never hold two sessions. ValueError also for
-    a session id Langfuse cannot keep, or an empty user id.
+    a session id Langfuse cannot keep, or an empty user id. With
+    `mask_content`, content other libraries record on the block's spans is
+    reduced to its size and sha256 (`SessionContext`).
     """
     session = SessionContext(
         session_id=session_id, user_id=user_id, trace_name=trace_name, tags=tuple(tags),
-        metadata=metadata or {},
+        metadata=metadata or {}, mask_content=mask_content,
     )
     with binding(session):
         yield session

@@ -38,7 +38,13 @@ _AUTH_SCHEME = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNOR
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 )
-_CARD_CANDIDATE = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+# Starts with the digit and looks behind it (no digit or dash before it), the same matches
+# as a leading look-behind, but re skips to the next digit in C: 3x faster on prose.
+_CARD_CANDIDATE = re.compile(r"\d(?<![\d-]\d)(?:[ -]?\d){12,18}(?![\d-])")
+# What `_summary` writes, and nothing else: a value of this shape holds no content.
+_SUMMARY = re.compile(
+    r'\{"omitted":"(?:masked|over_cap)","bytes":\d+,"sha256":"[0-9a-f]{64}"(?:,"cap_bytes":\d+)?\}'
+)
 # An inline assignment in free text: `password: hunter2`, `token=abc`, `"api_key": "x y"`.
 # The key is matched from its secret-naming end ("access_token" from "token"), so the
 # pattern starts with a literal word, never with an open-ended run: each start costs at
@@ -50,6 +56,12 @@ _SECRET_ASSIGNMENT = re.compile(
     r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|[^\s\"',;&]+)",
     re.IGNORECASE,
 )
+
+
+# What _SECRET_ASSIGNMENT's keys contain, lowercased; and the letters re.IGNORECASE matches
+# to ASCII ones (İ ı to i, ſ to s, the Kelvin sign to k), so `in` tests see what re sees.
+_SECRET_WORDS = ("token", "secret", "passw", "pwd", "api", "private", "credential")
+_CASE_EQUIVALENTS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 
 
 def scrub(value: Any) -> Any:
@@ -95,6 +107,39 @@ def encode_payload(value: Any, *, max_bytes: int, mask_content: bool = False) ->
     return encoded
 
 
+def encode_text(text: str, *, max_bytes: int, mask_content: bool = False) -> str:
+    """`encode_payload` for text that is already encoded: scrubbed as text, never re-quoted.
+
+    A JSON object or array (an instrumentation's messages) is scrubbed as the
+    value it holds and re-encoded compactly, exactly as `encode_payload` would;
+    other text is scrubbed as it stands. Caps and masking as in
+    `encode_payload`, with the size and sha256 of `text` itself. A summary
+    that `encode_payload` wrote comes back unchanged: it holds no content, and
+    scrubbing could take its hash for a card number.
+    """
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    if _SUMMARY.fullmatch(text):
+        return text
+    # "surrogatepass": text that is not valid UTF-8 is still measured, never raises.
+    raw = text.encode("utf-8", "surrogatepass")
+    if mask_content:
+        return _summary("masked", raw)
+    if len(raw) > max_bytes:
+        return _summary("over_cap", raw, cap=max_bytes)
+    if text[:1] in ("{", "[") and text[-1:] in ("}", "]"):
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            return encode_payload(value, max_bytes=max_bytes)
+    scrubbed = _mask_string(text)
+    encoded = scrubbed.encode("utf-8", "surrogatepass")
+    # Masks can be longer than what they replace, so check again.
+    return _summary("over_cap", encoded, cap=max_bytes) if len(encoded) > max_bytes else scrubbed
+
+
 def _encode(value: Any) -> bytes | None:
     try:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -123,10 +168,19 @@ def _is_sensitive_key(key: str) -> bool:
 
 
 def _mask_string(text: str) -> str:
-    text = _API_KEY.sub(REDACTED, text)
-    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    text = _SECRET_ASSIGNMENT.sub(_mask_assignment, text)
-    text = _EMAIL.sub("[EMAIL]", text)
+    # Each pattern runs only on text holding what every match of it needs: most text lacks
+    # them, and each pattern costs 15-70 us a KB where these tests cost well under 1 us.
+    # The masks written here hold none of them, so testing the original text is enough.
+    # Case-insensitive patterns also match four non-ASCII letters to ASCII ones.
+    folded = (text if text.isascii() else text.translate(_CASE_EQUIVALENTS)).lower()
+    if "k-" in text:
+        text = _API_KEY.sub(REDACTED, text)
+    if "bearer" in folded or "basic" in folded:
+        text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    if ("=" in text or ":" in text) and any(word in folded for word in _SECRET_WORDS):
+        text = _SECRET_ASSIGNMENT.sub(_mask_assignment, text)
+    if "@" in text:
+        text = _EMAIL.sub("[EMAIL]", text)
     return _CARD_CANDIDATE.sub(_mask_card, text)
 
 

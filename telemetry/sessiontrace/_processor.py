@@ -10,14 +10,28 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import INVALID_SPAN, SpanKind, set_span_in_context
 
-from sessiontrace.attributes import LANGFUSE_SESSION_ID, SESSION_ID
+from sessiontrace.attributes import (
+    LANGFUSE_SESSION_ID,
+    LANGFUSE_TRACE_NAME,
+    LANGFUSE_TRACE_TAGS,
+    LANGFUSE_USER_ID,
+    SESSION_ID,
+    USER_ID,
+)
+from sessiontrace._content import CONTENT_KEYS, content_keys, rewrite_content
 from sessiontrace._context import SESSION_KEY, SessionContext
+from sessiontrace._trace_attributes import CONTENT_MASKED, SESSIONTRACE_CONTENT
 
 __all__ = ["SessionSpanProcessor"]
 
 logger = logging.getLogger(__name__)
+
+# The key a context holds its span under (opentelemetry.trace.propagation's private
+# _SPAN_KEY), found through the public API: a plain get costs ~50 ns where
+# get_current_span costs 170-260 ns, on every span started with no session bound.
+_SPAN_KEY = next(iter(set_span_in_context(INVALID_SPAN, Context())))
 
 
 class SessionSpanProcessor(SpanProcessor):
@@ -80,10 +94,17 @@ class SessionSpanProcessor(SpanProcessor):
             if parent_context is not None:
                 session = parent_context.get(SESSION_KEY)
             if session is None:
-                session = get_current().get(SESSION_KEY)
-            if session is None:
-                self._unstamped.add(span.context.span_id)
-                return
+                current = get_current()
+                session = current.get(SESSION_KEY)
+                if session is None:
+                    # Started after its run's bind_session block exited (an ASGI `http
+                    # send` span), it still belongs to the session its parent span carries.
+                    parent = (current if parent_context is None else parent_context).get(
+                        _SPAN_KEY
+                    )
+                    if parent is None or not _inherit(span, parent):
+                        self._unstamped.add(span.context.span_id)
+                    return
             _stamp(span, session)
         except Exception:
             if self._strict:
@@ -105,6 +126,9 @@ class SessionSpanProcessor(SpanProcessor):
                 self._count_conflict(span, stamped, found)
             if self._unstamped:  # the server span, stamped by bind_session after it started
                 self._unstamped.discard(span.context.span_id if span.context else 0)
+            # What other libraries recorded as content; a few dict lookups when none.
+            if not attributes.keys().isdisjoint(CONTENT_KEYS):
+                self._rewrite_content(span, attributes)
             return
         unstamped = self._unstamped
         if unstamped and span.context is not None and span.context.span_id in unstamped:
@@ -117,6 +141,32 @@ class SessionSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+    def _rewrite_content(self, span: ReadableSpan, attributes: Mapping[str, Any]) -> None:
+        # Before the exporting processors see the span (configure_tracing adds this one
+        # first): they read the same dict. Masked when the span's session says so, by the
+        # key stamped with it, so it holds wherever and whenever the span ends.
+        keys = content_keys(attributes)
+        try:
+            if type(attributes) is not dict:
+                raise TypeError(f"span attributes kept in a {type(attributes).__name__}")
+            bounded = getattr(span, "_attributes", None)
+            rewrite_content(
+                attributes, keys,
+                mask_content=attributes.get(SESSIONTRACE_CONTENT) == CONTENT_MASKED,
+                max_value_len=(
+                    bounded.max_value_len if isinstance(bounded, BoundedAttributes) else None
+                ),
+            )
+        except Exception:
+            if self._strict:
+                raise
+            logger.exception("SessionSpanProcessor could not rewrite the content of span %r; "
+                             "dropping %s", span.name, ", ".join(keys))
+            # Content that could not be scrubbed never leaves.
+            if type(attributes) is dict:
+                for key in keys:
+                    attributes.pop(key, None)
 
     def _count_conflict(self, span: ReadableSpan, stamped: object, found: object) -> None:
         with self._lock:
@@ -165,3 +215,47 @@ def _stamp(span: Span, session: SessionContext) -> None:
             store.update(session._span_items)  # noqa: SLF001 - same package, see SessionContext
             return
     span.set_attributes(session.span_attributes)
+
+
+def _inherit(span: Span, parent: object) -> bool:
+    """Stamp `span` with the session its local parent span carries; False when it has none.
+
+    Spans that start after the route's `bind_session` block has exited, such as the ASGI
+    `http send` spans under the HTTP server span that `bind_session` stamped, are still
+    the run's. Only a local SDK span is read: a remote parent is a client's word. The
+    parent is in the span's own trace, so no second session can come in this way. The
+    `langfuse.*` keys are the source, since other libraries overwrite `session.id` and
+    `user.id`; the span gets the same keys, in the same order, as `_stamp` writes.
+    """
+    if type(parent) is not Span and not isinstance(parent, Span):  # a remote parent
+        return False
+    # The SDK's own dict, as on_end reads it: the public `attributes` copies.
+    store = getattr(parent, "_attributes", None)
+    store = getattr(store, "_dict", store)
+    attributes: Mapping[str, Any] = store if type(store) is dict else parent.attributes or {}
+    session_id = attributes.get(LANGFUSE_SESSION_ID)
+    if not session_id:
+        return False
+    user_id = attributes.get(LANGFUSE_USER_ID)
+    items: dict[str, Any] = (
+        {SESSION_ID: session_id, USER_ID: user_id,
+         LANGFUSE_SESSION_ID: session_id, LANGFUSE_USER_ID: user_id}
+        if user_id else {SESSION_ID: session_id, LANGFUSE_SESSION_ID: session_id}
+    )
+    # The masking marker too: a span of a masking session stays masked (on_end reads it).
+    for key in (LANGFUSE_TRACE_NAME, LANGFUSE_TRACE_TAGS, SESSIONTRACE_CONTENT):
+        value = attributes.get(key)
+        if value is not None:
+            items[key] = value
+    # The values passed the SDK's checks on the parent; written as they are when no
+    # value-length limit could cut them differently here, as _stamp does.
+    own = getattr(span, "_attributes", None)
+    if type(own) is BoundedAttributes and own.max_value_len is None:
+        own_store = getattr(own, "_dict", None)
+        if type(own_store) is dict and (
+            own.maxlen is None or len(own_store) + len(items) <= own.maxlen
+        ):
+            own_store.update(items)
+            return True
+    span.set_attributes(items)
+    return True

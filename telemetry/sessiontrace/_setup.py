@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from opentelemetry import trace
 from opentelemetry.sdk.environment_variables import OTEL_BSP_MAX_QUEUE_SIZE, OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import (
     SERVICE_NAME,
@@ -54,6 +55,7 @@ def configure_tracing(
     batch: bool = True,
     spool: SpanSpool | None = None,
     max_queue_size: int | None = None,
+    set_global: bool = False,
 ) -> TracerProvider:
     """Build a TracerProvider that stamps sessions and exports over OTLP/HTTP.
 
@@ -76,6 +78,17 @@ def configure_tracing(
     default exporter only and is closed with the provider.
 
     The caller owns the returned provider: flush and shut it down on exit.
+
+    With `set_global=True` it also becomes OpenTelemetry's global provider, the one
+    instrumentations and `trace.get_tracer()` use unless handed another. OpenTelemetry takes
+    one global provider per process: when an SDK TracerProvider is global already, none is
+    built and that one is returned, unchanged if it has a SessionSpanProcessor (the
+    `sessiontrace` configurator's, or an earlier call's), else with `session_processor` (or
+    a new one) added after its own processors. That order is safe for export, since the
+    processor stamps in `on_start` and the SDK's exporting processors take spans in
+    `on_end`, but that provider keeps its own resource, limits and exporters: the arguments
+    for them do not apply (a warning says so) and `spool` is closed. A global provider that
+    is not the SDK's is a ValueError.
     """
     if not service_name:
         raise ValueError("service_name must be a non-empty string")
@@ -85,6 +98,11 @@ def configure_tracing(
     # Checked even with OTEL_SDK_DISABLED: a contradictory configuration is refused before
     # anyone turns tracing back on and finds out.
     environment = resolve_environment(environment)
+    if set_global:
+        existing = _global_sdk_provider()
+        if existing is not None:
+            _adopt(existing, session_processor, exporter=exporter, spool=spool)
+            return existing
     defaults: dict[str, str] = {SERVICE_NAME: service_name}
     if service_version:
         defaults[SERVICE_VERSION] = service_version
@@ -100,7 +118,7 @@ def configure_tracing(
         logger.info("OTEL_SDK_DISABLED is set: tracing is off, nothing is exported")
         if spool is not None:
             spool.close()
-        return provider
+        return _made_global(provider) if set_global else provider
     span_exporter = exporter or _otlp_exporter(
         sdk_encoder=encoder == "sdk", spool=spool or _spool_from_environment()
     )
@@ -112,6 +130,73 @@ def configure_tracing(
         provider.add_span_processor(BatchSpanProcessor(span_exporter, max_queue_size=queue_size))
     else:
         provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    return _made_global(provider) if set_global else provider
+
+
+def _global_sdk_provider() -> TracerProvider | None:
+    """The global provider when it is an SDK one; None while none is set."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    if isinstance(current, trace.ProxyTracerProvider):
+        return None
+    raise ValueError(
+        f"configure_tracing(set_global=True): the global TracerProvider is a "
+        f"{type(current).__module__}.{type(current).__qualname__}, not the OpenTelemetry "
+        "SDK's, and OpenTelemetry allows no second one: SessionSpanProcessor cannot be "
+        "added to it"
+    )
+
+
+def _adopt(
+    provider: TracerProvider,
+    session_processor: SessionSpanProcessor | None,
+    *,
+    exporter: SpanExporter | None,
+    spool: SpanSpool | None,
+) -> None:
+    """Make the global SDK provider someone else built stamp sessions too."""
+    if spool is not None:
+        spool.close()
+    # The SDK has no public list of a provider's processors; without it, a second
+    # SessionSpanProcessor would only stamp the same values twice.
+    active = getattr(provider, "_active_span_processor", None)
+    processors = getattr(active, "_span_processors", ())
+    stamping = [p for p in processors if isinstance(p, SessionSpanProcessor)]
+    if stamping:
+        if session_processor is not None and session_processor not in stamping:
+            logger.warning(
+                "configure_tracing(set_global=True): the global TracerProvider already has "
+                "its own SessionSpanProcessor; the session_processor given is not used, and "
+                "its counts stay at zero"
+            )
+        logger.info(
+            "configure_tracing(set_global=True): the global TracerProvider already stamps "
+            "sessions (the sessiontrace configurator's, or an earlier call's); using it as it is"
+        )
+        return
+    provider.add_span_processor(session_processor or SessionSpanProcessor())
+    unused = ["service_name", "service_version", "environment", "batch", "max_queue_size"]
+    given = (("exporter", exporter), ("spool", spool))
+    unused += [name for name, value in given if value is not None]
+    logger.warning(
+        "configure_tracing(set_global=True): a global TracerProvider was set already (by "
+        "opentelemetry-instrument's configurator?); SessionSpanProcessor was added after its "
+        "processors, and it keeps its own resource, limits and exporters: %s do not apply. "
+        "Under opentelemetry-instrument, set OTEL_PYTHON_CONFIGURATOR=sessiontrace instead",
+        ", ".join(unused),
+    )
+
+
+def _made_global(provider: TracerProvider) -> TracerProvider:
+    trace.set_tracer_provider(provider)
+    if trace.get_tracer_provider() is not provider:
+        # Another thread set one between the check and now; it stays, without our processor.
+        provider.shutdown()
+        raise RuntimeError(
+            "configure_tracing(set_global=True): another TracerProvider was made global "
+            "meanwhile; call configure_tracing before anything else sets one"
+        )
     return provider
 
 

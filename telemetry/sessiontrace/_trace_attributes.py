@@ -37,14 +37,27 @@ from sessiontrace.attributes import (
     USER_ID,
 )
 
-__all__ = ["MAX_TRACE_NAME_LENGTH", "io_attributes", "metadata_attributes", "span_attributes"]
+__all__ = [
+    "CONTENT_MASKED",
+    "MAX_TRACE_NAME_LENGTH",
+    "SESSIONTRACE_CONTENT",
+    "io_attributes",
+    "metadata_attributes",
+    "span_attributes",
+]
 
 # Langfuse drops a trace whose name is longer, and its session with it.
 MAX_TRACE_NAME_LENGTH = 1000
+# Set to CONTENT_MASKED on every span of a session bound with `mask_content=True`, and
+# only there: the processor reads it when the span ends, wherever and whenever that is,
+# to mask what other libraries recorded (sessiontrace._content).
+SESSIONTRACE_CONTENT = "sessiontrace.content"
+CONTENT_MASKED = "masked"
 
 
 def span_attributes(
-    *, session_id: str, user_id: str, trace_name: str | None, tags: Iterable[str]
+    *, session_id: str, user_id: str, trace_name: str | None, tags: Iterable[str],
+    mask_content: bool = False,
 ) -> dict[str, str | tuple[str, ...]]:
     """Session, user, trace name and tags: the keys every span of a run carries.
 
@@ -52,6 +65,11 @@ def span_attributes(
     written into a span's attribute store unchanged. Tags keep their
     first-seen order, without repeats. Without a trace name or tags, their
     keys are left out (Langfuse then names the trace after its root span).
+    With `mask_content`, `sessiontrace.content` = "masked" too.
+
+    Not `gen_ai.conversation.id`: Langfuse reads it only after
+    `langfuse.session.id`, which every span already carries, so it would
+    add bytes to every span and change nothing there (README).
     """
     attributes: dict[str, str | tuple[str, ...]] = {
         SESSION_ID: session_id,
@@ -64,6 +82,8 @@ def span_attributes(
     unique = tuple(dict.fromkeys(tags))
     if unique:
         attributes[LANGFUSE_TRACE_TAGS] = unique
+    if mask_content:
+        attributes[SESSIONTRACE_CONTENT] = CONTENT_MASKED
     return attributes
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -19,6 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import format_trace_id
 
+from devstack import processes
 from service.callers import user_session_id
 from service.llm import ChatMessage, Completion, OfflineProvider
 
@@ -100,11 +100,8 @@ def run_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nothing listens on right now (outside the ephemeral range: devstack's)."""
+    return processes.free_port()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:

@@ -101,6 +101,8 @@ def test_a_masked_accounts_chat_records_hashes_only_on_every_span(
     spans = spans_of_trace(exporter, body["traceId"])
     # root server span and run span (4 each: observation and trace input and output), LLM call (2)
     assert assert_hashes_only(spans, SECRET_TEXT, "Initech", body["output"]["content"]) == 10
+    # Every span is marked as the account's: other libraries' content on it is masked too.
+    assert {attributes(span).get("sessiontrace.content") for span in spans} == {"masked"}
     # The same text hashes the same: runs stay comparable without revealing it.
     question = json.dumps({"role": "user", "content": SECRET_TEXT}, separators=(",", ":"))
     trace_input = json.loads(str(attributes(only(spans, "invoke_agent"))[LANGFUSE_TRACE_INPUT]))
