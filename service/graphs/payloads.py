@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry.util.types import AttributeValue
 
 from service.llm import ChatMessage, Completion
-from sessiontrace import LLM_PAYLOAD_CAP, TOOL_PAYLOAD_CAP, TRACE_PAYLOAD_CAP, encode_payload
+from sessiontrace import encode_payload
 from sessiontrace.attributes import (
     GEN_AI_INPUT_MESSAGES,
     GEN_AI_OUTPUT_MESSAGES,
@@ -22,7 +22,12 @@ from sessiontrace.attributes import (
     LANGFUSE_OBSERVATION_OUTPUT,
 )
 
-__all__ = ["PayloadRecorder"]
+__all__ = ["LLM_PAYLOAD_CAP", "TOOL_PAYLOAD_CAP", "TRACE_PAYLOAD_CAP", "PayloadRecorder"]
+
+# The service's caps, in bytes of encoded JSON: past them a payload becomes a summary.
+TRACE_PAYLOAD_CAP = 50_000
+LLM_PAYLOAD_CAP = 100_000
+TOOL_PAYLOAD_CAP = 10_000
 
 Attributes = dict[str, AttributeValue]
 

@@ -17,10 +17,7 @@ from sessiontrace._context import (
 )
 from sessiontrace._exporter import DirectOTLPSpanExporter, SendOutcome
 from sessiontrace._payload import (
-    LLM_PAYLOAD_CAP,
     REDACTED,
-    TOOL_PAYLOAD_CAP,
-    TRACE_PAYLOAD_CAP,
     encode_payload,
     scrub,
 )
@@ -39,12 +36,9 @@ from sessiontrace._trace_attributes import MAX_TRACE_NAME_LENGTH, io_attributes
 __all__ = [
     "CONTENT_ATTRIBUTE_CAP",
     "DEFAULT_SPOOL_MAX_BYTES",
-    "LLM_PAYLOAD_CAP",
     "MAX_SESSION_ID_LENGTH",
     "MAX_TRACE_NAME_LENGTH",
     "REDACTED",
-    "TOOL_PAYLOAD_CAP",
-    "TRACE_PAYLOAD_CAP",
     "ContextPropagatingExecutor",
     "DirectOTLPSpanExporter",
     "MissingSessionError",

@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from sessiontrace._payload import LLM_PAYLOAD_CAP, encode_text
+from sessiontrace._payload import encode_text
 from sessiontrace.attributes import GEN_AI_INPUT_MESSAGES, GEN_AI_OUTPUT_MESSAGES
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 # A third-party content value holds LLM messages, like the library's own LLM payloads.
-CONTENT_ATTRIBUTE_CAP = LLM_PAYLOAD_CAP
+CONTENT_ATTRIBUTE_CAP = 100_000
 
 GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"

@@ -13,17 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "LLM_PAYLOAD_CAP",
     "REDACTED",
-    "TOOL_PAYLOAD_CAP",
-    "TRACE_PAYLOAD_CAP",
     "encode_payload",
     "scrub",
 ]
 
-TRACE_PAYLOAD_CAP = 50_000
-LLM_PAYLOAD_CAP = 100_000
-TOOL_PAYLOAD_CAP = 10_000
 REDACTED = "[REDACTED]"
 
 _SENSITIVE_KEY_PARTS = (

@@ -30,7 +30,7 @@ from sessiontrace._spool import (
 from sessiontrace._spooling import SpoolingSpanExporter
 from sessiontrace.attributes import DEPLOYMENT_ENVIRONMENT_NAME
 from sessiontrace._exporter import DirectOTLPSpanExporter
-from sessiontrace._payload import LLM_PAYLOAD_CAP
+from sessiontrace._content import CONTENT_ATTRIBUTE_CAP
 from sessiontrace._processor import SessionSpanProcessor
 
 # resolve_environment and validate_environment are re-exported for applications that check
@@ -242,17 +242,17 @@ def _otlp_encoder() -> str:
 def _span_limits() -> SpanLimits:
     # The SDK reads OTEL_(SPAN_)ATTRIBUTE_VALUE_LENGTH_LIMIT and, unset, cuts nothing. No
     # default is set here: a span-wide limit applies to the payload attributes too, which
-    # encode_payload caps in bytes (up to LLM_PAYLOAD_CAP), and it takes every span off
+    # encode_payload caps in bytes (up to CONTENT_ATTRIBUTE_CAP), and it takes every span off
     # SessionSpanProcessor's fast path (+7 us a span). Request details recorded by an
     # instrumentation are the application's to bound, e.g. in its server request hook.
     limits = SpanLimits()
     limit = limits.max_span_attribute_length
-    if limit is not None and limit < LLM_PAYLOAD_CAP:
+    if limit is not None and limit < CONTENT_ATTRIBUTE_CAP:
         logger.warning(
             "the span attribute value length limit is %d characters (OTEL_SPAN_ATTRIBUTE_"
             "VALUE_LENGTH_LIMIT or OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT): payload attributes "
             "longer than that (capped at %d bytes otherwise) are cut, no longer valid JSON",
-            limit, LLM_PAYLOAD_CAP,
+            limit, CONTENT_ATTRIBUTE_CAP,
         )
     return limits
 

@@ -15,7 +15,7 @@ from service.request_attributes import (
     request_attribute_limit,
     scrub_query,
 )
-from sessiontrace import LLM_PAYLOAD_CAP, configure_tracing
+from sessiontrace import CONTENT_ATTRIBUTE_CAP, configure_tracing
 
 LIMIT_VARIABLES = ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT")
 
@@ -99,10 +99,10 @@ def test_the_limit_is_the_standard_variables_else_4096(monkeypatch: pytest.Monke
 
 def test_configure_tracing_sets_no_span_wide_limit_so_payloads_are_never_cut() -> None:
     provider = configure_tracing(service_name="t", exporter=InMemorySpanExporter(), batch=False)
-    span = provider.get_tracer("t").start_span("s", attributes={"payload": "p" * LLM_PAYLOAD_CAP})
+    span = provider.get_tracer("t").start_span("s", attributes={"payload": "p" * CONTENT_ATTRIBUTE_CAP})
     span.end()
     assert isinstance(span, ReadableSpan)
-    assert len(str((span.attributes or {})["payload"])) == LLM_PAYLOAD_CAP
+    assert len(str((span.attributes or {})["payload"])) == CONTENT_ATTRIBUTE_CAP
 
 
 def test_a_standard_limit_under_the_payload_caps_is_honoured_with_a_warning(

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from sessiontrace import _payload
 from sessiontrace import (
-    LLM_PAYLOAD_CAP,
+    CONTENT_ATTRIBUTE_CAP,
     SessionContext,
     SessionSpanProcessor,
     bind_session,
@@ -64,7 +64,7 @@ def test_raw_prompt_in_a_bound_session_is_exported_scrubbed(
     exported = _only_span(exporter)[GEN_AI_INPUT_MESSAGES]
     assert ADDRESS not in exported and SECRET_KEY not in exported
     # Still the messages, scrubbed as encode_payload scrubs the service's own.
-    assert exported == encode_payload(json.loads(RAW_PROMPT), max_bytes=LLM_PAYLOAD_CAP)
+    assert exported == encode_payload(json.loads(RAW_PROMPT), max_bytes=CONTENT_ATTRIBUTE_CAP)
     content = json.loads(exported)[0]["parts"][0]["content"]
     assert content == "mail [EMAIL] my key [REDACTED] please"
 
@@ -91,7 +91,7 @@ def test_content_over_the_cap_is_summarised_by_size_and_hash(
     provider: TracerProvider, exporter: InMemorySpanExporter, make_session: MakeSession
 ) -> None:
     huge = json.dumps([{"role": "user", "parts": [
-        {"type": "text", "content": f"{ADDRESS} " + "x" * LLM_PAYLOAD_CAP},
+        {"type": "text", "content": f"{ADDRESS} " + "x" * CONTENT_ATTRIBUTE_CAP},
     ]}])
     with binding(make_session()):
         _record(provider, {GEN_AI_OUTPUT_MESSAGES: huge})
@@ -101,7 +101,7 @@ def test_content_over_the_cap_is_summarised_by_size_and_hash(
         "omitted": "over_cap",
         "bytes": len(huge.encode("utf-8")),
         "sha256": _sha256(huge),
-        "cap_bytes": LLM_PAYLOAD_CAP,
+        "cap_bytes": CONTENT_ATTRIBUTE_CAP,
     }
 
 
@@ -154,10 +154,10 @@ def test_payloads_encoded_by_the_library_come_back_unchanged(
     provider: TracerProvider, exporter: InMemorySpanExporter, make_session: MakeSession
 ) -> None:
     messages = [{"role": "user", "parts": [{"type": "text", "content": f"hi {ADDRESS} 1234"}]}]
-    scrubbed = encode_payload(messages, max_bytes=LLM_PAYLOAD_CAP)
+    scrubbed = encode_payload(messages, max_bytes=CONTENT_ATTRIBUTE_CAP)
     # Hashes whose hex digits could pass for a card number: a summary is never scrubbed.
     summaries = [
-        encode_payload(f"payload {index}", max_bytes=LLM_PAYLOAD_CAP, mask_content=True)
+        encode_payload(f"payload {index}", max_bytes=CONTENT_ATTRIBUTE_CAP, mask_content=True)
         for index in range(200)
     ]
     with binding(make_session()):
