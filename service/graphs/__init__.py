@@ -1,6 +1,6 @@
 """Graphs (`provider:name`), their registry and the executor that runs them."""
 
-from service.graphs.executor import GraphExecutor, GraphRunError, RunOutcome
+from service.graphs.executor import GraphExecutor, GraphRunError, RunOutcome, current_trace_id
 from service.graphs.model import Graph, Node, RunInput, RunState
 from service.graphs.registry import GraphRegistry, default_registry
 from service.graphs.runtime import NodeRuntime
@@ -16,4 +16,5 @@ __all__ = [
     "RunOutcome",
     "RunState",
     "default_registry",
+    "current_trace_id",
 ]

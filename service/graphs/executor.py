@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Tracer, format_trace_id
 
 from service.config import ModelPrice
@@ -28,7 +29,9 @@ from service.caller import require_caller
 from sessiontrace import SessionContext, binding, io_attributes, set_trace_io
 from sessiontrace.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
-__all__ = ["GraphExecutor", "GraphRunError", "RunDeadlineError", "RunOutcome"]
+__all__ = [
+    "GraphExecutor", "GraphRunError", "RunDeadlineError", "RunOutcome", "current_trace_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +244,11 @@ def _run_error(
         logger.exception("graph %s: node %s failed", graph.id, node_name)
         message = f"node {node_name!r} failed ({type(exc).__name__})"
     return GraphRunError(message, trace_id=trace_id, status_message=status_message)
+
+
+def current_trace_id() -> str | None:
+    """The hex trace id of the current span (the run's, or its HTTP server span's); None untraced."""
+    return _trace_id(trace.get_current_span())
 
 
 def _trace_id(span: Span) -> str | None:

@@ -10,7 +10,6 @@ import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from opentelemetry import trace
-from opentelemetry.trace import format_trace_id
 
 from service.callers import user_caller
 from service.deps import (
@@ -22,7 +21,14 @@ from service.deps import (
     openapi_body,
 )
 from service.errors import ApiError
-from service.graphs import Graph, GraphExecutor, GraphRunError, RunInput, RunOutcome
+from service.graphs import (
+    Graph,
+    GraphExecutor,
+    GraphRunError,
+    RunInput,
+    RunOutcome,
+    current_trace_id,
+)
 from service.graphs.outcome import error_message, mark_failed_request, recording_abort_reason
 from service.middleware import get_client_request_id
 from service.schemas import ChatRequest, ChatResponse, ChatRunIds, MessageBody
@@ -108,7 +114,7 @@ async def chat(
             # Not a node's failure: nothing says whether the account masks content, so the
             # span gets the error's type only.
             _mark_server_span(error_message(exc, mask_content=True))
-            ids = _run_ids(caller, state_key, _current_trace_id())
+            ids = _run_ids(caller, state_key, current_trace_id())
             raise ApiError(500, "internal_error", "internal server error", extra=ids) from exc
     if outcome is None:
         raise ApiError(_CLIENT_CLOSED_REQUEST, "client_closed_request", CLIENT_DISCONNECTED)
@@ -168,9 +174,3 @@ def _mark_server_span(status_message: str) -> None:
     span = trace.get_current_span()
     if span.is_recording():
         mark_failed_request(span, status_message)
-
-
-def _current_trace_id() -> str | None:
-    # The run span, when it started, is a child of the server span: they share the trace.
-    context = trace.get_current_span().get_span_context()
-    return format_trace_id(context.trace_id) if context.is_valid else None

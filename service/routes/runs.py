@@ -10,8 +10,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from opentelemetry import trace
-from opentelemetry.trace import format_trace_id
 
 from service.callers import governance_caller
 from service.config import Settings
@@ -27,7 +25,7 @@ from service.deps import (
     openapi_body,
 )
 from service.errors import ApiError
-from service.graphs import Graph, GraphExecutor, GraphRunError
+from service.graphs import Graph, GraphExecutor, GraphRunError, current_trace_id
 from service.idempotency import REPLAYED_HEADER, answer_known_key, mark_request, request_hash
 from service.schemas import RunRequest, RunResponse
 from service.store import (
@@ -163,7 +161,7 @@ async def _run_and_record(
             # retry replays it instead of finding the key pending.
             logger.exception("graph %s: run %s failed", graph.id, caller.run_id)
             result = RunResponse(
-                ok=False, run_id=caller.run_id, trace_id=_current_trace_id(),
+                ok=False, run_id=caller.run_id, trace_id=current_trace_id(),
                 session_id=caller.session_id,
                 error=f"the run failed unexpectedly ({type(exc).__name__})",
             )
@@ -233,9 +231,3 @@ def _claimed_run(caller: CallerContext, *, grant_id: str) -> ClaimedRun:
         user_id=caller.user_id, schedule_id=caller.schedule_id, run_id=caller.run_id,
         session_id=caller.session_id,
     )
-
-
-def _current_trace_id() -> str | None:
-    # The run span is a child of the server span: they share the trace.
-    context = trace.get_current_span().get_span_context()
-    return format_trace_id(context.trace_id) if context.is_valid else None

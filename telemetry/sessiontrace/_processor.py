@@ -105,7 +105,7 @@ class SessionSpanProcessor(SpanProcessor):
                     if parent is None or not _inherit(span, parent):
                         self._unstamped.add(span.context.span_id)
                     return
-            _stamp(span, session)
+            _stamp(span, session._span_items, session._longest_value)  # noqa: SLF001
         except Exception:
             if self._strict:
                 raise
@@ -192,29 +192,28 @@ class SessionSpanProcessor(SpanProcessor):
             )
 
 
-def _stamp(span: Span, session: SessionContext) -> None:
+def _stamp(span: Span, items: Mapping[str, Any], longest: int | None) -> None:
     # This runs on every span, so it takes a fast path measured in bench/:
     # the SDK's set_attribute re-validates, locks twice and copies, about
-    # 1.8 us an attribute, while the session's values were validated once when
-    # it was built. The fast path writes the span's fresh attribute dict
-    # directly, only when the SDK's own rules would store the same thing (no
-    # value-length limit, or one no stamped value reaches; room under the
-    # count limit); a span that is still
-    # in `on_start` is not yet visible to any other thread. Anything else
-    # takes the public API.
+    # 1.8 us an attribute, while these values were validated once (the
+    # session's when it was built, an inherited parent's by the SDK). The fast
+    # path writes the span's fresh attribute dict directly, only when the SDK's
+    # own rules would store the same thing: no value-length limit, or one that
+    # `longest` (the longest value; None: unknown) does not reach, and room
+    # under the count limit. A span still in `on_start` is not yet visible to
+    # any other thread. Anything else takes the public API.
     attributes = getattr(span, "_attributes", None)
     if type(attributes) is BoundedAttributes and (
         attributes.max_value_len is None
-        or session._longest_value <= attributes.max_value_len  # noqa: SLF001
+        or (longest is not None and longest <= attributes.max_value_len)
     ):
         store = getattr(attributes, "_dict", None)
         if type(store) is dict and (
-            attributes.maxlen is None
-            or len(store) + len(session._span_items) <= attributes.maxlen  # noqa: SLF001
+            attributes.maxlen is None or len(store) + len(items) <= attributes.maxlen
         ):
-            store.update(session._span_items)  # noqa: SLF001 - same package, see SessionContext
+            store.update(items)
             return
-    span.set_attributes(session.span_attributes)
+    span.set_attributes(items)
 
 
 def _inherit(span: Span, parent: object) -> bool:
@@ -247,15 +246,5 @@ def _inherit(span: Span, parent: object) -> bool:
         value = attributes.get(key)
         if value is not None:
             items[key] = value
-    # The values passed the SDK's checks on the parent; written as they are when no
-    # value-length limit could cut them differently here, as _stamp does.
-    own = getattr(span, "_attributes", None)
-    if type(own) is BoundedAttributes and own.max_value_len is None:
-        own_store = getattr(own, "_dict", None)
-        if type(own_store) is dict and (
-            own.maxlen is None or len(own_store) + len(items) <= own.maxlen
-        ):
-            own_store.update(items)
-            return True
-    span.set_attributes(items)
+    _stamp(span, items, None)
     return True
