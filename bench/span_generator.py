@@ -9,7 +9,11 @@ bound caller, as one request binds one. An exporter wrapper counts what reached 
 what it reported as failed, and the CPU time spent exporting, so the result says whether the
 SDK dropped anything (created - exported - failed) and where the process's time went.
 
-Run by bench/pipeline_throughput.py in its own process, so its CPU time is its own.
+Run by bench/pipeline_throughput.py, bench/pipeline_load.py and bench/pipeline_soak.py in its
+own process, so its CPU time is its own. Several run side by side as one load (`--index` keeps
+their sessions apart); with `--wait-for-go` each prints `ready` once set up and starts creating
+spans when a line arrives on stdin, so start-up (imports, connection) is not part of the run.
+`--rate` paces it to a steady rate instead of as fast as it can.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from sessiontrace import (
 from sessiontrace._otlp_encoder import TraceRequestEncoder
 
 SESSIONS = 100
+MAX_LAG = 0.1  # seconds a paced generator may fall behind and still catch up
 
 
 class CountingExporter(SpanExporter):
@@ -76,12 +81,14 @@ def encoding_cost(spans: Sequence[ReadableSpan], repeats: int = 5) -> float:
     return (time.thread_time() - started) / (repeats * len(spans))
 
 
-def callers() -> list[SessionContext]:
-    """Sessions of SESSIONS conversations, built before the clock starts."""
+def callers(index: int) -> list[SessionContext]:
+    """Generator `index`'s sessions of SESSIONS conversations, built before the clock starts."""
     return [
         SessionContext(
-            session_id=derive_user_session_id("bench", f"conversation-{i}"),
-            user_id=f"user-{i % 10}", trace_name="builtin:chat", tags=("user", "builtin:chat"),
+            session_id=derive_user_session_id("bench", f"generator-{index}-conversation-{i}"),
+            user_id=f"user-{index}-{i % 10}",
+            trace_name="builtin:chat",
+            tags=("user", "builtin:chat"),
             metadata={"run_id": f"run-{i}", "request_id": f"req-{i}"},
         )
         for i in range(SESSIONS)
@@ -94,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--header", action="append", default=[], help="NAME=VALUE, repeatable")
     parser.add_argument("--spans", type=int, required=True)
     parser.add_argument("--trace-size", type=int, default=10)
+    parser.add_argument("--index", type=int, default=0, help="this generator's number in a load")
+    parser.add_argument("--rate", type=float, default=0.0, help="spans/s; 0: as fast as it can")
+    parser.add_argument("--wait-for-go", action="store_true",
+                        help="print 'ready', then start when a line arrives on stdin")
     args = parser.parse_args(argv)
+    if args.rate < 0:
+        parser.error(f"--rate must be 0 (as fast as it can) or more, got {args.rate}")
     logging.basicConfig(level=logging.WARNING)
 
     inner = None
@@ -104,15 +117,29 @@ def main(argv: list[str] | None = None) -> int:
     exporter = CountingExporter(inner)
     provider = configure_tracing(service_name="bench-pipeline", exporter=exporter)
     tracer = provider.get_tracer("bench.pipeline")
-    bound = callers()
+    bound = callers(args.index)
     children = args.trace_size - 1
     traces, rest = divmod(args.spans, args.trace_size)
     if rest:
         parser.error("--spans must be a multiple of --trace-size")
+    # Seconds between trace starts. A generator that falls more than MAX_LAG behind (a busy
+    # machine) does not burst to catch up: the rate stays steady, only lower.
+    interval = args.trace_size / args.rate if args.rate else 0.0
+    if args.wait_for_go:
+        print("ready", flush=True)
+        sys.stdin.readline()
 
     started_at = time.time()
     wall, cpu, process = time.perf_counter(), time.thread_time(), time.process_time()
+    due = wall
     for index in range(traces):
+        if interval:
+            lag = time.perf_counter() - due
+            if lag < 0:
+                time.sleep(-lag)
+            elif lag > MAX_LAG:
+                due += lag
+            due += interval
         with binding(bound[index % SESSIONS]), tracer.start_as_current_span("run builtin:chat"):
             for _ in range(children):
                 span = tracer.start_span("chat offline-echo")
