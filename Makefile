@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install collector run test typecheck lock bench clean
+.PHONY: install collector temporal run test typecheck lock bench clean
 
 install: $(VENV)/.installed collector
 
@@ -19,10 +19,15 @@ collector: bin/otelcol
 bin/otelcol: collector/builder-config.yaml scripts/build-collector.sh
 	bash scripts/build-collector.sh
 
+# The Temporal CLI and its dev server (Temporal schedules; tests/integration/test_temporal*.py).
+# The script reuses bin/temporal while it reports the pinned version.
+temporal: scripts/build-temporal.sh
+	bash scripts/build-temporal.sh
+
 run: install
 	$(PY) -m devstack.run
 
-test: install
+test: install temporal
 	$(PY) -m pytest
 
 # One mypy run per folder: the test folders each have a conftest.py.
@@ -44,7 +49,10 @@ bench: $(BENCH_VENV)/.installed collector
 	$(BENCH_PY) bench/trace_bytes.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/instrumentation_overhead.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/service_overhead.py $(BENCH_ARGS)
+	$(BENCH_PY) bench/service_peers.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/pipeline_throughput.py $(BENCH_ARGS)
+	$(BENCH_PY) bench/pipeline_load.py $(BENCH_ARGS)
+	$(BENCH_PY) bench/pipeline_soak.py $(BENCH_ARGS)
 
 $(BENCH_VENV)/.installed: pyproject.toml telemetry/pyproject.toml bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

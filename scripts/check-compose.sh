@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI check: docker-compose.yml is valid with and without the langfuse profile. Needs no Docker
+# CI check: docker-compose.yml is valid with and without its profiles (langfuse, scale). Needs no Docker
 # engine: only the compose CLI plugin, installed here when missing (Debian package if one is
 # offered, else built from its Go module, github.com/docker/compose).
 set -euo pipefail
@@ -60,3 +60,7 @@ compose config --quiet
 echo "check-compose: docker compose config OK"
 compose --profile langfuse config --quiet
 echo "check-compose: docker compose --profile langfuse config OK"
+compose --profile scale config --quiet
+echo "check-compose: docker compose --profile scale config OK"
+compose --profile langfuse --profile scale config --quiet
+echo "check-compose: docker compose --profile langfuse --profile scale config OK"

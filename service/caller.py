@@ -54,6 +54,8 @@ class CallerContext:
     schedule_id: str | None = None
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # The billing account's: its runs record payload sizes and hashes only, never text.
+    mask_content: bool = False
     session: SessionContext = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

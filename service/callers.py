@@ -51,6 +51,7 @@ def user_caller(
         graph_id=graph_id,
         tags=("user", graph_id, *extra_tags),
         metadata=metadata,
+        mask_content=user.mask_content,
     )
 
 
@@ -104,4 +105,5 @@ def governance_caller(
         schedule_id=schedule_id,
         tags=(*tags, *extra_tags),
         metadata=metadata,
+        mask_content=grant.mask_content,
     )

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
+import gc
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn, TypeVar
 
 from pydantic import ValidationError
 
 from service.config import Settings, get_settings
 from service.graphs import default_registry
+from service.idempotency import IdempotencyPolicy, prune_finished_keys
 from service.schedules import Schedule, configured_schedules
 from service.store import (
     Database,
@@ -28,6 +31,7 @@ from service.store import set_account_mask_content
 __all__ = ["main"]
 
 Command = Callable[[argparse.Namespace, Settings], dict[str, Any] | None]
+_T = TypeVar("_T")
 
 
 class CliError(Exception):
@@ -110,15 +114,41 @@ def _parser() -> argparse.ArgumentParser:
     schedules = groups.add_parser(
         "schedules", help="the schedules of SCHEDULES_FILE"
     ).add_subparsers(dest="action", required=True)
-    listing = schedules.add_parser("list", help="each schedule with its next firing time")
+    listing = schedules.add_parser(
+        "list", help="each schedule with its next firing time (with TEMPORAL_ADDRESS: "
+        "Temporal's view, paused and last firing included)"
+    )
     listing.set_defaults(command=_schedules_list)
     fire = schedules.add_parser(
-        "run", help="fire one schedule now, through the service at SERVICE_URL"
+        "run", help="fire one schedule now: through the service at SERVICE_URL, or with "
+        "TEMPORAL_ADDRESS by triggering its Temporal schedule"
     )
     fire.add_argument("schedule_id", metavar="ID")
     fire.add_argument("--scheduled-for", type=_aware_datetime, default=None,
-                      help="the firing to run (it names the idempotency key); default: now")
+                      help="the firing to run (it names the idempotency key); default: now. "
+                      "Not with TEMPORAL_ADDRESS: Temporal sets the firing time")
+    fire.add_argument("--no-wait", action="store_true",
+                      help="with TEMPORAL_ADDRESS: print the firing's workflow once started, "
+                      "without waiting for its run")
     fire.set_defaults(command=_schedules_run)
+    sync = schedules.add_parser(
+        "sync", help="with TEMPORAL_ADDRESS: create or update one Temporal schedule per "
+        "entry, delete the managed ones that left the file"
+    )
+    sync.set_defaults(command=_schedules_sync)
+
+    worker = groups.add_parser(
+        "worker", help="with TEMPORAL_ADDRESS: run the firings of the Temporal schedules"
+    )
+    worker.set_defaults(command=_worker)
+
+    idempotency = groups.add_parser(
+        "idempotency", help="the idempotency keys of the internal runs route"
+    ).add_subparsers(dest="action", required=True)
+    prune = idempotency.add_parser(
+        "prune", help="delete finished keys older than IDEMPOTENCY_RETENTION_HOURS (0: none)"
+    )
+    prune.set_defaults(command=_idempotency_prune)
 
     serve = groups.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
@@ -128,9 +158,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _database(settings: Settings) -> Database:
-    database = Database.from_url(settings.database_url)
+    # Migrated like the service's; its connections are closed when the command exits.
+    database = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
+    atexit.register(database.close)
     database.migrate()
     return database
+
+
+def _idempotency_prune(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Delete finished idempotency keys older than IDEMPOTENCY_RETENTION_HOURS, as the service
+    does hourly; pending keys stay."""
+    policy = IdempotencyPolicy.from_settings(settings)
+    now = dt.datetime.now(dt.UTC)
+    pruned = prune_finished_keys(_database(settings), policy, now=now)
+    return {
+        "pruned": pruned,
+        "retentionHours": settings.idempotency_retention_hours,
+        "finishedBefore": None if policy.retention is None else _utc_text(now - policy.retention),
+    }
 
 
 def _accounts_create(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -193,6 +238,8 @@ def _grants_revoke(args: argparse.Namespace, settings: Settings) -> dict[str, An
 
 
 def _schedules_list(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    if settings.temporal_address is not None:
+        return _temporal_schedules_list(settings)
     now = dt.datetime.now(dt.UTC)
     return {
         "schedulesFile": None if settings.schedules_file is None else str(settings.schedules_file),
@@ -219,14 +266,9 @@ def _schedules_run(args: argparse.Namespace, settings: Settings) -> dict[str, An
 
     from service.scheduler import fire_once
 
-    schedules = {schedule.id: schedule for schedule in _schedules(settings)}
-    schedule = schedules.get(args.schedule_id)
-    if schedule is None:
-        known = ", ".join(schedules) or "none"
-        raise CliError(
-            f"no schedule {args.schedule_id!r} in SCHEDULES_FILE "
-            f"({settings.schedules_file or 'unset'}); known schedules: {known}"
-        )
+    schedule = _schedule(settings, args.schedule_id)
+    if settings.temporal_address is not None:
+        return _temporal_schedules_run(args, settings, schedule)
     if not settings.scheduler_api_token.get_secret_value():
         raise CliError("SCHEDULER_API_TOKEN is not set: the internal route refuses every run")
     scheduled_for = args.scheduled_for or dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -247,6 +289,11 @@ def _schedules_run(args: argparse.Namespace, settings: Settings) -> dict[str, An
             f"the service at {settings.service_url} answered {response.status_code} "
             f"firing schedule {schedule.id!r}: {detail}"
         )
+    _check_ran(schedule, answer)
+    return answer
+
+
+def _check_ran(schedule: Schedule, answer: dict[str, Any]) -> None:
     if answer.get("ok") is not True:
         # The run started and failed: its outcome is final (a repeat replays it).
         raise CliError(
@@ -254,11 +301,102 @@ def _schedules_run(args: argparse.Namespace, settings: Settings) -> dict[str, An
             f"(runId {answer.get('runId')}, traceId {answer.get('traceId')}, "
             f"sessionId {answer.get('sessionId')})"
         )
+
+
+def _temporal_schedules_list(settings: Settings) -> dict[str, Any]:
+    from service.temporal import list_command
+
+    return _in_temporal(list_command(settings, _schedules(settings)))
+
+
+def _temporal_schedules_run(
+    args: argparse.Namespace, settings: Settings, schedule: Schedule
+) -> dict[str, Any]:
+    """Trigger the schedule in Temporal; the firing's run outcome (or its workflow, --no-wait)."""
+    from service.temporal import run_command
+
+    if args.scheduled_for is not None:
+        raise CliError(
+            "--scheduled-for cannot be used with TEMPORAL_ADDRESS: Temporal sets the firing "
+            "time of a triggered schedule (now)"
+        )
+    answer = _in_temporal(run_command(settings, schedule, wait=not args.no_wait))
+    if not args.no_wait:
+        _check_ran(schedule, answer)
     return answer
+
+
+def _schedules_sync(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Make the Temporal schedules match SCHEDULES_FILE."""
+    from service.temporal import sync_command
+
+    if settings.temporal_address is None:
+        raise CliError(
+            "TEMPORAL_ADDRESS is not set: `schedules sync` writes the schedules of "
+            "SCHEDULES_FILE to Temporal (host:port of its frontend)"
+        )
+    if settings.schedules_file is None:
+        # An unset file is not an empty one: syncing it would delete every managed schedule.
+        raise CliError(
+            "SCHEDULES_FILE is not set: nothing to sync (a file with `schedules: []` "
+            "removes every schedule sync manages)"
+        )
+    return _in_temporal(sync_command(settings, _schedules(settings)))
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> None:
+    """Run firings until interrupted; its one JSON line announces the task queue."""
+    from service.temporal import run_worker, temporal_target, worker_tracer_provider
+
+    if settings.temporal_address is None:
+        raise CliError(
+            "TEMPORAL_ADDRESS is not set: the worker runs the firings of Temporal schedules "
+            "(host:port of its frontend); without Temporal, SCHEDULER_ENABLED=true fires them "
+            "from the service"
+        )
+    provider = worker_tracer_provider(settings)
+
+    def started() -> None:
+        print(json.dumps({"worker": temporal_target(settings)}), flush=True)
+
+    try:
+        _in_temporal(run_worker(
+            settings, tracer=provider.get_tracer("service.temporal"), started=started
+        ))
+    finally:
+        provider.shutdown()
+
+
+def _in_temporal(work: Coroutine[Any, Any, _T]) -> _T:
+    """Run `work`; a Temporal failure the operator can act on becomes a CliError."""
+    import asyncio
+
+    from temporalio.service import RPCError
+
+    from service.temporal import TemporalError
+
+    try:
+        return asyncio.run(work)
+    except TemporalError as exc:
+        raise CliError(str(exc)) from None
+    except RPCError as exc:
+        raise CliError(f"Temporal refused the request: {exc} ({exc.status.name})") from None
 
 
 def _schedules(settings: Settings) -> list[Schedule]:
     return configured_schedules(settings.schedules_file, known_graphs=default_registry().ids)
+
+
+def _schedule(settings: Settings, schedule_id: str) -> Schedule:
+    schedules = {schedule.id: schedule for schedule in _schedules(settings)}
+    schedule = schedules.get(schedule_id)
+    if schedule is None:
+        known = ", ".join(schedules) or "none"
+        raise CliError(
+            f"no schedule {schedule_id!r} in SCHEDULES_FILE "
+            f"({settings.schedules_file or 'unset'}); known schedules: {known}"
+        )
+    return schedule
 
 
 def _utc_text(moment: dt.datetime) -> str:
@@ -274,6 +412,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> None:
     # Checked here too, so a bad file is one JSON error, not a failed lifespan.
     _schedules(settings)
     app = create_app(settings)
+    # What is loaded by now (modules, the app) lives as long as the process: out of the
+    # collector's full passes, which walk the whole heap each time enough objects have
+    # aged, as the spans waiting for their export batch do (bench/results/changes.md).
+    gc.collect()
+    gc.freeze()
     print(json.dumps({"serving": f"http://{args.host}:{args.port}"}), flush=True)
     # reset_contextvars: each request task starts from an empty context, never
     # from the one a previous request on the connection left (service.trace_boundary).

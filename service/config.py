@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Self
@@ -15,6 +16,7 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -23,17 +25,23 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sessiontrace import DEFAULT_SPOOL_MAX_BYTES, resolve_environment
 
 __all__ = [
+    "DEFAULT_DATABASE_POOL_SIZE",
     "DEVELOPMENT",
     "OUTCOME_MARGIN_SECONDS",
     "ModelPrice",
     "Settings",
     "get_settings",
+    "is_postgres_url",
     "parse_llm_prices",
+    "redacted_url",
     "sqlite_path",
 ]
 
 DEVELOPMENT = "development"
+DEFAULT_DATABASE_POOL_SIZE = 10
 _SQLITE_PREFIX = "sqlite:///"
+_POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+_URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")
 # What IDEMPOTENCY_PENDING_TIMEOUT_SECONDS must allow past RUN_TIMEOUT_SECONDS:
 # claiming the key, then storing the outcome, which retries while the database
 # is locked (service.store.idempotency.FINISH_RETRY_SECONDS, 10 s).
@@ -59,7 +67,10 @@ _PRICE_TABLE = TypeAdapter(dict[str, ModelPrice])
 class Settings(BaseSettings):
     """Everything the service reads from its environment; secrets stay SecretStr."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    # hide_input_in_errors: a DATABASE_URL holds a password, and an error must not print it.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     scheduler_api_token: SecretStr = Field(
         default=SecretStr(""),
@@ -67,7 +78,18 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         default="sqlite:///./var/sessiontrace.db",
-        description="SQLite file as sqlite:///relative/path or sqlite:////absolute/path.",
+        description=(
+            "SQLite file as sqlite:///relative/path or sqlite:////absolute/path, or a Postgres "
+            "server as postgresql://user:password@host:5432/dbname (postgres:// too)."
+        ),
+    )
+    database_pool_size: int = Field(
+        default=DEFAULT_DATABASE_POOL_SIZE,
+        ge=1,
+        description=(
+            "Connections to a Postgres DATABASE_URL one process keeps at most (a pool; each "
+            "store call borrows one). SQLite keeps one connection per thread instead."
+        ),
     )
     llm_base_url: str | None = Field(
         default=None,
@@ -119,6 +141,21 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="Where the scheduler and `schedules run` reach the service.",
     )
+    temporal_address: str | None = Field(
+        default=None,
+        description=(
+            "host:port of the Temporal frontend (e.g. 127.0.0.1:7233); set, schedules live in "
+            "Temporal (`schedules sync`, `worker`); unset: Temporal is off."
+        ),
+    )
+    temporal_namespace: str = Field(
+        default="default", min_length=1, description="Temporal namespace of the schedules."
+    )
+    temporal_task_queue: str = Field(
+        default="sessiontrace-governance",
+        min_length=1,
+        description="Task queue the schedules start their firings on and the worker polls.",
+    )
     idempotency_pending_timeout_seconds: float = Field(
         default=900.0,
         ge=0,
@@ -127,11 +164,21 @@ class Settings(BaseSettings):
             "again; 0 keeps it pending for ever."
         ),
     )
+    idempotency_retention_hours: float = Field(
+        default=168.0,
+        ge=0,
+        description=(
+            "Finished idempotency keys older than this are pruned (hourly by the service, or "
+            "`python -m service idempotency prune`); 0 keeps them for ever. Pending keys are "
+            "never pruned."
+        ),
+    )
     sessiontrace_spool_dir: Path | None = Field(
         default=None,
         description=(
             "Where span batches wait while the collector is down or restarting (one process "
-            "per directory); unset: spool/ next to the DATABASE_URL file."
+            "per directory); unset: spool/ next to the DATABASE_URL file, or ./var/spool with "
+            "a Postgres DATABASE_URL."
         ),
     )
     sessiontrace_spool_max_bytes: int = Field(
@@ -146,7 +193,10 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        sqlite_path(value)
+        if is_postgres_url(value):
+            _check_postgres_url(value)
+        else:
+            sqlite_path(value)
         return value
 
     @field_validator("deploy_environment")
@@ -173,6 +223,32 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"SERVICE_URL must be an http(s) URL, got {value!r}")
         return value.strip().rstrip("/")
+
+    @field_validator("temporal_address", mode="before")
+    @classmethod
+    def _check_temporal_address(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str):
+            return value
+        address = value.strip()
+        host, _, port = address.rpartition(":")
+        if "://" in address or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(
+                f"TEMPORAL_ADDRESS must be host:port of the Temporal frontend (e.g. "
+                f"127.0.0.1:7233), got {value!r}"
+            )
+        return address
+
+    @field_validator("temporal_namespace", "temporal_task_queue")
+    @classmethod
+    def _check_temporal_name(cls, value: str, info: ValidationInfo) -> str:
+        if value != value.strip() or not value.isprintable():
+            raise ValueError(
+                f"{(info.field_name or '').upper()} must be printable with no surrounding "
+                f"spaces, got {value!r}"
+            )
+        return value
 
     @field_validator("sessiontrace_spool_dir", mode="before")
     @classmethod
@@ -203,6 +279,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 "SCHEDULER_API_TOKEN must be set when SCHEDULER_ENABLED is true "
                 "(the scheduler authenticates to the internal route with it)"
+            )
+        if self.scheduler_enabled and self.temporal_address is not None:
+            raise ValueError(
+                "SCHEDULER_ENABLED=true and TEMPORAL_ADDRESS are both set: schedules fire either "
+                "from the embedded scheduler (one machine) or from Temporal (`python -m service "
+                "worker`), never both, or each firing would run twice; unset one of them"
             )
         pending, run = self.idempotency_pending_timeout_seconds, self.run_timeout_seconds
         if 0 < pending <= run + OUTCOME_MARGIN_SECONDS:
@@ -256,6 +338,38 @@ def sqlite_path(database_url: str) -> Path:
     if not database_url.startswith(_SQLITE_PREFIX) or len(database_url) == len(_SQLITE_PREFIX):
         raise ValueError(
             "DATABASE_URL must look like sqlite:///./var/sessiontrace.db "
-            f"(sqlite:////abs/path for an absolute path), got {database_url!r}"
+            "(sqlite:////abs/path for an absolute path) or "
+            "postgresql://user:password@host:5432/dbname, "
+            f"got {redacted_url(database_url)!r}"
         )
     return Path(database_url[len(_SQLITE_PREFIX):])
+
+
+def is_postgres_url(database_url: str) -> bool:
+    """Whether DATABASE_URL names a Postgres server (postgresql:// or postgres://)."""
+    return database_url.startswith(_POSTGRES_PREFIXES)
+
+
+def redacted_url(database_url: str) -> str:
+    """`database_url` with its password replaced by ***, for messages and logs."""
+    return _URL_PASSWORD.sub(r"\1***@", database_url)
+
+
+def _check_postgres_url(database_url: str) -> None:
+    # psycopg's (libpq's) own parser: what it accepts is what connecting will use.
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(database_url)
+    except ProgrammingError as exc:
+        message = str(exc).strip().replace(database_url, redacted_url(database_url))
+        raise ValueError(
+            f"DATABASE_URL {redacted_url(database_url)!r} is not a valid Postgres URL "
+            f"({message}); expected postgresql://user:password@host:5432/dbname"
+        ) from None
+    port = str(params.get("port", "5432"))
+    if not all(part.isdigit() for part in port.split(",")):
+        raise ValueError(
+            f"DATABASE_URL {redacted_url(database_url)!r} has port {port!r}, not a number"
+        )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -20,6 +19,7 @@ from service.errors import ApiError
 from service.graphs import GraphExecutor, GraphRegistry
 from service.services import Services
 from service.store import Database, User, authenticate_user
+from service.store.database import in_thread
 
 __all__ = [
     "CurrentUserDep",
@@ -93,7 +93,7 @@ async def current_user(
 ) -> User:
     """The user whose API key is the bearer token; 401 otherwise."""
     token = bearer_token(authorization)
-    user = None if token is None else await asyncio.to_thread(authenticate_user, database, token)
+    user = None if token is None else await in_thread(authenticate_user, database, token)
     if user is None:
         raise ApiError(401, "unauthorized", "a valid user API key is required as a Bearer token",
                        headers=_BEARER_CHALLENGE)

@@ -6,7 +6,6 @@ An error may add fields after those two (a failed run adds its ids), never repla
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
@@ -14,7 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.store.database import BUSY_TIMEOUT_SECONDS, is_busy
+from service.store.database import (
+    BUSY_TIMEOUT_SECONDS,
+    DATABASE_ERRORS,
+    DatabaseNotAnswering,
+    is_busy,
+)
 
 __all__ = ["ApiError", "error_response", "install_error_handlers"]
 
@@ -87,17 +91,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    # A lock held past the busy timeout (a long write, a backup) is
-    # temporary: 503 with Retry-After, not an internal error. Nothing a
+    # A lock held past the busy timeout (a long write, a backup), or a Postgres
+    # server out of reach, is temporary: 503 with Retry-After, not an internal error. Nothing a
     # request did before it failed is kept (each write is one transaction),
     # so retrying is safe; a run whose outcome could not be stored answers
     # that outcome instead (service.routes.runs).
     if not is_busy(exc):
         raise exc  # an unexpected error: 500 internal_error, traceback logged
-    logger.warning("%s %s: the database stayed locked: %s", request.method, request.url.path, exc)
+    logger.warning("%s %s: the database is busy: %s", request.method, request.url.path, exc)
     return error_response(
         503, "database_busy",
-        f"the database stayed locked for over {BUSY_TIMEOUT_SECONDS:g} s; retry shortly",
+        f"the database stayed locked for over {BUSY_TIMEOUT_SECONDS:g} s, could not be "
+        "reached or did not answer; retry shortly",
         headers={"Retry-After": _DATABASE_BUSY_RETRY_AFTER},
     )
 
@@ -112,5 +117,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(sqlite3.OperationalError, _database_error)
+    for database_error in (*DATABASE_ERRORS, DatabaseNotAnswering):
+        app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -7,12 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 
-from service.config import Settings, get_settings, sqlite_path
+from service.config import Settings, get_settings, is_postgres_url, sqlite_path
 from service.errors import install_error_handlers
 from service.limits import InFlightLimitMiddleware
 from service.llm import LLMProvider
@@ -122,9 +123,11 @@ def create_app(
 def _span_spool(settings: Settings) -> SpanSpool | None:
     if settings.sessiontrace_spool_max_bytes == 0:
         return None
-    # Next to the database by default: on the same volume, and one per service instance.
+    # Next to a SQLite database by default: on the same volume, and one per service instance.
+    # A Postgres database has no local file: ./var/spool (replicas on one host set their own).
     directory = settings.sessiontrace_spool_dir or (
-        sqlite_path(settings.database_url).parent / "spool"
+        Path("var/spool") if is_postgres_url(settings.database_url)
+        else sqlite_path(settings.database_url).parent / "spool"
     )
     return SpanSpool(directory, max_bytes=settings.sessiontrace_spool_max_bytes)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +25,7 @@ __all__ = [
     "Scheduler",
     "embedded_scheduler",
     "fire_once",
+    "retry_after",
     "service_client",
     "utc_now",
 ]
@@ -86,8 +87,17 @@ class Scheduler:
         """Ids of the schedules whose firing is waiting for its run's answer."""
         return frozenset(self._running)
 
-    async def fire(self, schedule_id: str, scheduled_for: dt.datetime) -> httpx.Response | None:
-        """Fire one schedule now; None when skipped because its previous run is running."""
+    async def fire(
+        self,
+        schedule_id: str,
+        scheduled_for: dt.datetime,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response | None:
+        """Fire one schedule now; None when skipped because its previous run is running.
+
+        `headers` are sent too (the firing's trace context, `service.firing_link`).
+        """
         schedule = self._schedules[schedule_id]
         if schedule_id in self._running:
             logger.warning(
@@ -97,19 +107,21 @@ class Scheduler:
             return None
         self._running.add(schedule_id)
         try:
-            return await self._post(schedule, scheduled_for)
+            return await self._post(schedule, scheduled_for, headers or {})
         finally:
             self._running.discard(schedule_id)
 
     async def run_forever(self) -> None:
-        """Sleep until each next firing and fire it, until cancelled."""
-        if not self._schedules:
-            logger.info("scheduler started with no schedules")
+        """Sleep until each next firing of the schedules not paused and fire it, until cancelled."""
+        active = [schedule for schedule in self._schedules.values() if not schedule.paused]
+        if not active:
+            logger.info("scheduler started with no schedules to fire (%d paused)",
+                        len(self._schedules))
             return
         last = self._clock()
         try:
             while True:
-                due = {s.id: s.next_fire_after(last) for s in self._schedules.values()}
+                due = {s.id: s.next_fire_after(last) for s in active}
                 moment = min(due.values())
                 delay = (moment - self._clock()).total_seconds()
                 if delay > 0:
@@ -177,29 +189,29 @@ class Scheduler:
         if response is None:
             return None
         if response.status_code in RETRYABLE_STATUSES:
-            return f"{response.status_code} {response.text[:300]}", _retry_after(response)
+            return f"{response.status_code} {response.text[:300]}", retry_after(response)
         level = logging.INFO if response.status_code == 200 else logging.ERROR
         logger.log(level, "schedule %s fired for %s: %s %s", schedule_id,
                    scheduled_for.isoformat(), response.status_code, response.text[:500])
         return None
 
-    async def _post(self, schedule: Schedule, scheduled_for: dt.datetime) -> httpx.Response:
+    async def _post(
+        self, schedule: Schedule, scheduled_for: dt.datetime, headers: Mapping[str, str]
+    ) -> httpx.Response:
+        body = schedule.run_request(scheduled_for)
         return await self._client.post(
             f"/api/internal/graphs/{quote(schedule.graph, safe=':')}/runs",
             headers={
+                **headers,
                 "Authorization": f"Bearer {self._token}",
                 "Idempotency-Key": idempotency_key(schedule.id, scheduled_for),
             },
-            json={
-                "executionGrantId": schedule.grant,
-                "scheduleId": schedule.id,
-                "scheduledFor": scheduled_for.astimezone(dt.UTC).isoformat(),
-                "input": dict(schedule.input),
-            },
+            json=body.model_dump(mode="json", by_alias=True, exclude_none=True),
         )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: httpx.Response) -> float | None:
+    """The seconds a Retry-After header asks for, when given in seconds."""
     value = response.headers.get("Retry-After", "").strip()
     return float(value) if value.isdigit() else None  # the HTTP-date form is not used here
 
@@ -215,14 +227,18 @@ def service_client(settings: Settings) -> httpx.AsyncClient:
 
 
 async def fire_once(
-    settings: Settings, schedule: Schedule, scheduled_for: dt.datetime
+    settings: Settings,
+    schedule: Schedule,
+    scheduled_for: dt.datetime,
+    *,
+    headers: Mapping[str, str] | None = None,
 ) -> httpx.Response:
     """Fire `schedule` for `scheduled_for` now, through the service at SERVICE_URL."""
     async with service_client(settings) as client:
         scheduler = Scheduler(
             [schedule], client=client, token=settings.scheduler_api_token.get_secret_value()
         )
-        response = await scheduler.fire(schedule.id, scheduled_for)
+        response = await scheduler.fire(schedule.id, scheduled_for, headers=headers)
     assert response is not None  # a fresh scheduler has no run in flight to skip for
     return response
 

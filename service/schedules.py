@@ -1,22 +1,28 @@
-"""Schedule declarations: a YAML file of cron schedules, validated at start-up."""
+"""Schedule declarations: a YAML file of cron schedules, each entry validated once into a `Schedule`.
+
+An entry is validated at start-up (or by the CLI) and kept typed from then on: its input is
+the route's own `RunInputBody`, and the request a firing sends is built by `run_request`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from croniter import croniter
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
-from service.schemas import RunInputBody
+from service.schemas import RunInputBody, RunRequest
 
 __all__ = [
+    "DEFAULT_CATCHUP_WINDOW",
+    "MIN_CATCHUP_WINDOW",
     "Schedule",
     "ScheduleFileError",
     "check_graphs",
@@ -24,30 +30,99 @@ __all__ = [
     "idempotency_key",
     "load_schedules",
     "parse_schedules",
+    "utc_text",
 ]
 
 _GRAPH_ID_PARTS = 2
-_FIELDS = ("id", "cron", "timezone", "graph", "grant", "input")
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]+")
 # The idempotency key `{id}:{YYYY-MM-DDTHH:MM:SSZ}` must stay within the route's 255.
 _MAX_SCHEDULE_ID = 200
 _MAX_GRANT_ID = 128
+# How late a firing missed while Temporal was down may still start (Temporal schedules only).
+DEFAULT_CATCHUP_WINDOW = dt.timedelta(hours=1)
+MIN_CATCHUP_WINDOW = dt.timedelta(seconds=10)  # Temporal refuses anything shorter
 
 
 class ScheduleFileError(ValueError):
     """The schedules file is malformed; the message names the schedule and the field."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Schedule:
-    """One declared schedule: fire `graph` with `input` under `grant` on `cron`."""
+class Schedule(BaseModel):
+    """One declared schedule: fire `graph` with `input` under `grant` on `cron` in `timezone`.
+
+    `paused` and `catchup_window` are kept by Temporal schedules; the embedded scheduler
+    does not fire a paused schedule and never catches up.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
     cron: str
-    timezone: str
+    timezone: str = "UTC"
     graph: str
     grant: str
-    input: Mapping[str, Any]
+    input: RunInputBody
+    paused: bool = False
+    catchup_window: dt.timedelta = DEFAULT_CATCHUP_WINDOW
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is required (a non-empty string)")
+        if not _PRINTABLE_ASCII.fullmatch(value) or len(value) > _MAX_SCHEDULE_ID:
+            raise ValueError(f"must be 1 to {_MAX_SCHEDULE_ID} printable ASCII characters")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        cron = value.strip()
+        if len(cron.split()) != 5 or not croniter.is_valid(cron):
+            raise ValueError(f"must be 5 cron fields, got {value!r}")
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"must be an IANA zone such as 'Europe/Paris', got {value!r}"
+            ) from None
+        return value
+
+    @field_validator("graph")
+    @classmethod
+    def _check_graph(cls, value: str) -> str:
+        graph = value.strip()
+        if not graph:
+            raise ValueError("is required (a non-empty string)")
+        parts = graph.split(":")
+        if len(parts) != _GRAPH_ID_PARTS or not all(parts):
+            raise ValueError(f"must be 'provider:name', got {value!r}")
+        return graph
+
+    @field_validator("grant")
+    @classmethod
+    def _check_grant(cls, value: str) -> str:
+        grant = value.strip()
+        if not grant:
+            raise ValueError("is required (a non-empty string)")
+        if not _PRINTABLE_ASCII.fullmatch(grant) or len(grant) > _MAX_GRANT_ID:
+            raise ValueError(f"must be 1 to {_MAX_GRANT_ID} printable ASCII characters")
+        return grant
+
+    @field_validator("catchup_window")
+    @classmethod
+    def _check_catchup_window(cls, value: dt.timedelta) -> dt.timedelta:
+        if value < MIN_CATCHUP_WINDOW:
+            raise ValueError(
+                f"must be at least {MIN_CATCHUP_WINDOW.total_seconds():g} seconds "
+                f"(Temporal's minimum), got {value.total_seconds():g}"
+            )
+        return value
 
     def next_fire_after(self, moment: dt.datetime) -> dt.datetime:
         """The first firing strictly after `moment`, as an aware UTC datetime."""
@@ -55,11 +130,27 @@ class Schedule:
         fire: dt.datetime = croniter(self.cron, local).get_next(dt.datetime)
         return fire.astimezone(dt.UTC)
 
+    def run_request(self, scheduled_for: dt.datetime) -> RunRequest:
+        """The body of the internal runs request that fires this schedule for `scheduled_for`."""
+        return RunRequest(
+            execution_grant_id=self.grant,
+            schedule_id=self.id,
+            scheduled_for=scheduled_for.astimezone(dt.UTC),
+            input=self.input,
+        )
+
+
+_FIELDS = tuple(Schedule.model_fields)
+
+
+def utc_text(moment: dt.datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SSZ`: a firing time as keys and answers write it (whole seconds, UTC)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 def idempotency_key(schedule_id: str, scheduled_for: dt.datetime) -> str:
     """`{scheduleId}:{scheduledFor as ISO-8601 UTC}`: one key per firing."""
-    utc = scheduled_for.astimezone(dt.UTC).replace(microsecond=0)
-    return f"{schedule_id}:{utc.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    return f"{schedule_id}:{utc_text(scheduled_for)}"
 
 
 def load_schedules(path: str | Path) -> list[Schedule]:
@@ -106,7 +197,7 @@ def parse_schedules(document: Any, *, source: str = "<schedules>") -> list[Sched
     schedules: list[Schedule] = []
     seen: set[str] = set()
     for index, entry in enumerate(document.get("schedules") or []):
-        schedule = _parse_entry(entry, f"{source}: schedule #{index + 1}")
+        schedule = _parse_entry(entry, source=source, number=index + 1)
         if schedule.id in seen:
             raise ScheduleFileError(f"{source}: schedule {schedule.id!r}: field 'id' is duplicated")
         seen.add(schedule.id)
@@ -114,73 +205,30 @@ def parse_schedules(document: Any, *, source: str = "<schedules>") -> list[Sched
     return schedules
 
 
-def _parse_entry(entry: Any, where: str) -> Schedule:
+def _parse_entry(entry: Any, *, source: str, number: int) -> Schedule:
     if not isinstance(entry, Mapping):
-        raise ScheduleFileError(f"{where}: expected a mapping with id, cron, graph, grant, input")
+        raise ScheduleFileError(
+            f"{source}: schedule #{number}: expected a mapping with id, cron, graph, grant, input"
+        )
     schedule_id = entry.get("id")
-    if not isinstance(schedule_id, str) or not schedule_id.strip():
-        raise ScheduleFileError(f"{where}: field 'id' is required (a non-empty string)")
-    where = f"{where.rsplit(': ', 1)[0]}: schedule {schedule_id!r}"
-    if not _PRINTABLE_ASCII.fullmatch(schedule_id) or len(schedule_id) > _MAX_SCHEDULE_ID:
-        raise ScheduleFileError(
-            f"{where}: field 'id' must be 1 to {_MAX_SCHEDULE_ID} printable ASCII characters"
-        )
-    unknown = sorted(str(name) for name in entry if name not in _FIELDS)
-    if unknown:
-        raise ScheduleFileError(
-            f"{where}: field {unknown[0]!r} is not a schedule field "
-            f"(expected {', '.join(_FIELDS)})"
-        )
-    cron = _required_str(entry, "cron", where)
-    if len(cron.split()) != 5 or not croniter.is_valid(cron):
-        raise ScheduleFileError(f"{where}: field 'cron' must be 5 cron fields, got {cron!r}")
-    timezone = entry.get("timezone", "UTC")
+    named = isinstance(schedule_id, str) and schedule_id.strip()
+    where = f"{source}: schedule {schedule_id!r}" if named else f"{source}: schedule #{number}"
     try:
-        ZoneInfo(str(timezone))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ScheduleFileError(
-            f"{where}: field 'timezone' must be an IANA zone such as 'Europe/Paris', "
-            f"got {timezone!r}"
-        ) from None
-    graph = _required_str(entry, "graph", where)
-    if len(graph.split(":")) != _GRAPH_ID_PARTS or not all(graph.split(":")):
-        raise ScheduleFileError(f"{where}: field 'graph' must be 'provider:name', got {graph!r}")
-    grant = _required_str(entry, "grant", where)
-    if not _PRINTABLE_ASCII.fullmatch(grant) or len(grant) > _MAX_GRANT_ID:
-        raise ScheduleFileError(
-            f"{where}: field 'grant' must be 1 to {_MAX_GRANT_ID} printable ASCII characters"
-        )
-    run_input = entry.get("input")
-    if not isinstance(run_input, Mapping) or not _valid_messages(run_input.get("messages")):
-        raise ScheduleFileError(
-            f"{where}: field 'input' must be {{'messages': [{{'role': ..., 'content': ...}}]}}"
-        )
-    try:
-        # The route's own model: an input the route would refuse stops start-up instead.
-        RunInputBody.model_validate(run_input)
+        return Schedule.model_validate(dict(entry))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-            for error in exc.errors(include_input=False)[:3]
-        )
-        raise ScheduleFileError(f"{where}: field 'input' is invalid: {problems}") from None
-    return Schedule(
-        id=schedule_id, cron=cron, timezone=str(timezone), graph=graph, grant=grant,
-        input=dict(run_input),
-    )
+        problems = "; ".join(_problem(error) for error in exc.errors(include_input=False)[:3])
+        raise ScheduleFileError(f"{where}: {problems}") from None
 
 
-def _required_str(entry: Mapping[str, Any], name: str, where: str) -> str:
-    value = entry.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise ScheduleFileError(f"{where}: field {name!r} is required (a non-empty string)")
-    return value.strip()
-
-
-def _valid_messages(messages: Any) -> bool:
-    if not isinstance(messages, Sequence) or isinstance(messages, str) or not messages:
-        return False
-    return all(
-        isinstance(m, Mapping) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in messages
-    )
+def _problem(error: ErrorDetails) -> str:
+    """One validation error as `field 'name' <what is wrong>`."""
+    field, *inner = [str(part) for part in error["loc"]] or ["?"]
+    kind = error["type"]
+    if kind == "missing" and not inner:
+        return f"field {field!r} is required"
+    if kind == "extra_forbidden" and not inner:
+        return f"field {field!r} is not a schedule field (expected {', '.join(_FIELDS)})"
+    if kind == "value_error" and not inner:
+        return f"field {field!r} {error.get('ctx', {}).get('error', error['msg'])}"
+    where = f"{'.'.join(inner)}: " if inner else ""
+    return f"field {field!r} is invalid: {where}{error['msg']}"

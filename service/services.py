@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,7 +14,8 @@ from opentelemetry.trace import Tracer
 from service.config import Settings
 from service.graphs import GraphExecutor, GraphRegistry, default_registry
 from service.llm import LLMProvider, build_provider
-from service.store import Database, account_masks_content
+from service.idempotency import IdempotencyPolicy, pruning_periodically
+from service.store import Database
 
 __all__ = ["Services", "open_services"]
 
@@ -32,19 +33,34 @@ class Services:
 async def open_services(
     settings: Settings, *, tracer: Tracer, llm: LLMProvider | None = None
 ) -> AsyncIterator[Services]:
-    """Create the schema, open the LLM client (unless `llm` is given); close it on exit."""
-    database = Database.from_url(settings.database_url)
-    await asyncio.to_thread(database.migrate)
-    async with httpx.AsyncClient(timeout=settings.llm_timeout_seconds) as client:
-        yield Services(
-            database=database,
-            registry=default_registry(),
-            executor=GraphExecutor(
-                tracer=tracer,
-                llm=llm or build_provider(settings, client),
-                environment=settings.deploy_environment,
-                prices=settings.llm_prices,
-                masks_content=functools.partial(account_masks_content, database),
-                run_timeout=settings.run_timeout_seconds,
-            ),
+    """Open the database (schema migrated) and the LLM client (unless `llm` is given).
+
+    While open, finished idempotency keys past IDEMPOTENCY_RETENTION_HOURS are pruned
+    hourly. On exit the pruning stops and every database connection is closed.
+    """
+    database = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
+    try:
+        await asyncio.to_thread(database.migrate)
+        pruning = asyncio.create_task(
+            pruning_periodically(database, IdempotencyPolicy.from_settings(settings)),
+            name="idempotency-pruning",
         )
+        try:
+            async with httpx.AsyncClient(timeout=settings.llm_timeout_seconds) as client:
+                yield Services(
+                    database=database,
+                    registry=default_registry(),
+                    executor=GraphExecutor(
+                        tracer=tracer,
+                        llm=llm or build_provider(settings, client),
+                        environment=settings.deploy_environment,
+                        prices=settings.llm_prices,
+                        run_timeout=settings.run_timeout_seconds,
+                    ),
+                )
+        finally:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
+    finally:
+        await asyncio.to_thread(database.close)

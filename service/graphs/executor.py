@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -45,16 +45,21 @@ class RunOutcome:
 
 
 class GraphRunError(Exception):
-    """A node of the run failed; the message is safe to return to the client.
+    """A node of the run failed (`failure`); the message is safe to return to the client."""
 
-    `status_message` is what the run's spans show for the error (its type and
-    scrubbed message, or the type only for an account that masks content).
-    """
-
-    def __init__(self, message: str, *, trace_id: str | None, status_message: str) -> None:
+    def __init__(
+        self, message: str, *, trace_id: str | None, failure: Exception, mask_content: bool
+    ) -> None:
         super().__init__(message)
         self.trace_id = trace_id
-        self.status_message = status_message
+        self.failure = failure
+        self.mask_content = mask_content
+
+    @property
+    def status_message(self) -> str:
+        """What the run's spans show for the error: its type and scrubbed message (type only
+        for an account that masks content). Scrubbed when asked, for a span that records."""
+        return error_message(self.failure, mask_content=self.mask_content)
 
 
 class RunDeadlineError(Exception):
@@ -75,8 +80,6 @@ class GraphExecutor:
     Args:
         environment: the deployment environment, one of `trace_tags`.
         prices: per-model prices; LLM spans of a listed model get `gen_ai.usage.cost`.
-        masks_content: whether a billing account's runs record payload hashes
-            only (a blocking store lookup, run in a thread). None: no account does.
         run_timeout: the wall-clock deadline of a run in seconds, from the
             moment `run` is called; None: none.
     """
@@ -88,14 +91,12 @@ class GraphExecutor:
         llm: LLMProvider,
         environment: str | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
-        masks_content: Callable[[str], bool] | None = None,
         run_timeout: float | None = None,
     ) -> None:
         self._tracer = tracer
         self._run_timeout = run_timeout
         self._llm = llm
         self._prices = dict(prices or {})
-        self._masks_content = masks_content
         self._tags = tuple(tag for tag in (llm.name, environment) if tag)
 
     @property
@@ -138,9 +139,10 @@ class GraphExecutor:
             raise ValueError(
                 f"the bound caller is for graph {caller.graph_id!r}, not {graph.id!r}"
             )
-        mask_content = await self._mask_content(caller.billing_account_id)
-        # Rebound with the account's masking, known only now: other libraries' content on the
-        # run's spans (gen_ai.input.messages...) is then masked too, not only scrubbed.
+        # The account's masking came with the user or grant (`CallerContext.mask_content`).
+        # Rebound with it: other libraries' content on the run's spans
+        # (gen_ai.input.messages...) is then masked too, not only scrubbed.
+        mask_content = caller.mask_content
         session = (
             dataclasses.replace(caller.session, mask_content=True) if mask_content
             else caller.session
@@ -167,16 +169,16 @@ class GraphExecutor:
             on_chunk=on_chunk,
         )
         state = RunState(input=run_input, model=run_input.model or self._llm.default_model)
-        encoded_input = payloads.run_input(run_input.messages)
-        set_trace_io(input=encoded_input)
         with self._tracer.start_as_current_span(
             f"invoke_agent {graph.id}",
             kind=SpanKind.INTERNAL,
+            # The trace metadata too, as on the trace's root: the run span is the root
+            # when nothing was open at bind time. The session processor stamps the rest of
+            # the root set (session, user, trace name, tags) as on every span.
             attributes={
                 GEN_AI_OPERATION_NAME: "invoke_agent",
                 GEN_AI_AGENT_NAME: graph.id,
-                **session.root_attributes,
-                **io_attributes(input=encoded_input),
+                **session.metadata_attributes,
             },
             **MANUAL_OUTCOME,
         ) as run_span:
@@ -194,21 +196,15 @@ class GraphExecutor:
                     raise _NoAnswerError(f"graph {graph.id!r} produced no answer")
             except Exception as exc:
                 mark_error(run_span, exc, mask_content=mask_content)
-                run_span.set_attribute(RUN_OUTCOME, Outcome.ERROR.value)
+                _record_run(run_span, payloads, run_input, Outcome.ERROR)
                 raise _run_error(
-                    graph, node_name, exc, trace_id, status_message=error_message(
-                        exc, mask_content=mask_content
-                    ),
+                    graph, node_name, exc, trace_id, mask_content=mask_content
                 ) from exc
             except BaseException:
                 mark_aborted(run_span)
-                run_span.set_attribute(RUN_OUTCOME, Outcome.ABORTED.value)
+                _record_run(run_span, payloads, run_input, Outcome.ABORTED)
                 raise
-            encoded_output = payloads.run_output(state.answer)
-            set_trace_io(output=encoded_output)
-            run_span.set_attributes(
-                {**io_attributes(output=encoded_output), RUN_OUTCOME: Outcome.SUCCESS.value}
-            )
+            _record_run(run_span, payloads, run_input, Outcome.SUCCESS, answer=state.answer)
         return RunOutcome(answer=state.answer, trace_id=trace_id)
 
     async def _before_deadline(self, step: Awaitable[None], deadline: float | None) -> None:
@@ -223,15 +219,31 @@ class GraphExecutor:
                 raise RunDeadlineError(self._run_timeout) from None
             raise  # the node's own TimeoutError
 
-    async def _mask_content(self, billing_account_id: str) -> bool:
-        if self._masks_content is None:
-            return False
-        return await asyncio.to_thread(self._masks_content, billing_account_id)
+
+def _record_run(
+    span: Span, payloads: PayloadRecorder, run_input: RunInput, outcome: Outcome, *,
+    answer: str | None = None,
+) -> None:
+    """The run's outcome, and its input and output on its span and its trace's root.
+
+    Once, as the run ends: one write to each span. Only for a span that records: with
+    tracing off (OTEL_SDK_DISABLED) or the trace sampled out, no payload is scrubbed or
+    encoded.
+    """
+    if not span.is_recording():
+        return
+    encoded_input = payloads.run_input(run_input.messages)
+    encoded_output = None if answer is None else payloads.run_output(answer)
+    set_trace_io(input=encoded_input, output=encoded_output)
+    span.set_attributes({
+        **io_attributes(input=encoded_input, output=encoded_output),
+        RUN_OUTCOME: outcome.value,
+    })
 
 
 def _run_error(
     graph: Graph, node_name: str | None, exc: Exception, trace_id: str | None, *,
-    status_message: str,
+    mask_content: bool,
 ) -> GraphRunError:
     if node_name is None:
         message = str(exc)
@@ -243,7 +255,7 @@ def _run_error(
     else:
         logger.exception("graph %s: node %s failed", graph.id, node_name)
         message = f"node {node_name!r} failed ({type(exc).__name__})"
-    return GraphRunError(message, trace_id=trace_id, status_message=status_message)
+    return GraphRunError(message, trace_id=trace_id, failure=exc, mask_content=mask_content)
 
 
 def current_trace_id() -> str | None:

@@ -111,8 +111,8 @@ async def chat(
             raise ApiError(502, "run_failed", str(exc), extra=ids) from exc
         except Exception as exc:
             logger.exception("graph %s: run %s failed", graph.id, caller.run_id)
-            # Not a node's failure: nothing says whether the account masks content, so the
-            # span gets the error's type only.
+            # Not a node's failure: its message may hold anything, whatever the account's
+            # masking, so the span gets the error's type only.
             _mark_server_span(error_message(exc, mask_content=True))
             ids = _run_ids(caller, state_key, current_trace_id())
             raise ApiError(500, "internal_error", "internal server error", extra=ids) from exc

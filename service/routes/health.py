@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
@@ -10,6 +9,8 @@ from fastapi import APIRouter, Depends, Request
 
 from service.deps import DatabaseDep
 from service.errors import ApiError
+from service.store import Database
+from service.store.database import in_thread
 from sessiontrace import SpanSpool, SpoolStats
 
 __all__ = ["router"]
@@ -42,7 +43,7 @@ async def readyz(database: DatabaseDep, spool: SpanSpoolDep) -> dict[str, object
     collector do not make the service unready.
     """
     try:
-        await asyncio.to_thread(database.ping)
+        await in_thread(Database.ping, database)
     except Exception as exc:
         logger.warning("readiness check failed: %s", exc)
         raise ApiError(503, "not_ready", "the database is not available") from exc

@@ -1,4 +1,4 @@
-"""Persistence in one SQLite file: accounts, users, execution grants, idempotency keys."""
+"""Persistence in SQLite or Postgres: accounts, users, execution grants, idempotency keys."""
 
 from service.store.accounts import (
     BillingAccount,
@@ -30,6 +30,7 @@ from service.store.idempotency import (
     claim_idempotency_key,
     finish_idempotency_key,
     get_idempotency_record,
+    prune_idempotency_keys,
     release_idempotency_key,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "get_grant",
     "get_idempotency_record",
     "hash_api_key",
+    "prune_idempotency_keys",
     "release_idempotency_key",
     "revoke_grant",
     "validate_billing_account_id",

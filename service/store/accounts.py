@@ -7,7 +7,6 @@ import hashlib
 import logging
 import re
 import secrets
-import sqlite3
 from dataclasses import dataclass
 
 from service.store.database import Database, StoreError, to_iso, utc_now
@@ -48,10 +47,11 @@ class BillingAccount:
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """A user of one billing account."""
+    """A user of one billing account, with the account's `mask_content` (read with the user)."""
 
     id: str
     billing_account_id: str
+    mask_content: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +89,14 @@ def create_billing_account(
     account = BillingAccount(
         id=billing_account_id, created_at=utc_now(), mask_content=mask_content
     )
-    try:
-        with db.connect() as connection:
-            connection.execute(
-                "INSERT INTO billing_accounts (id, created_at, mask_content) VALUES (?, ?, ?)",
-                (account.id, to_iso(account.created_at), int(account.mask_content)),
-            )
-    except sqlite3.IntegrityError:
-        raise StoreError(f"billing account {billing_account_id!r} already exists") from None
+    with db.connect() as connection:
+        inserted = connection.execute(
+            "INSERT INTO billing_accounts (id, created_at, mask_content) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (account.id, to_iso(account.created_at), int(account.mask_content)),
+        ).rowcount
+    if not inserted:
+        raise StoreError(f"billing account {billing_account_id!r} already exists")
     return account
 
 
@@ -109,9 +109,10 @@ def set_account_mask_content(
     at INFO with both values: who masks content is a privacy decision.
     Runs already started keep the setting they started with.
     """
-    with db.connect() as connection:
+    with db.connect(write=True) as connection:
         row = connection.execute(
-            "SELECT created_at, mask_content FROM billing_accounts WHERE id = ?",
+            "SELECT created_at, mask_content FROM billing_accounts WHERE id = ?"
+            + connection.dialect.for_update,
             (billing_account_id,),
         ).fetchone()
         if row is None:
@@ -138,7 +139,8 @@ def set_account_mask_content(
 def account_masks_content(db: Database, billing_account_id: str) -> bool:
     """Whether runs of the account may record only hashes of their payloads.
 
-    An unknown account counts as masked: when in doubt, no text leaves the process.
+    An unknown account counts as masked: when in doubt, no text leaves the process. Requests
+    get the flag with their user or grant (`authenticate_user`, `get_grant`), not from here.
     """
     with db.connect() as connection:
         row = connection.execute(
@@ -153,29 +155,38 @@ def create_user(db: Database, *, billing_account_id: str, user_id: str) -> NewUs
     validate_user_id(user_id)
     api_key = _API_KEY_PREFIX + secrets.token_urlsafe(32)
     with db.connect() as connection:
-        if not _exists(connection, "billing_accounts", billing_account_id):
+        account = connection.execute(
+            "SELECT mask_content FROM billing_accounts WHERE id = ?", (billing_account_id,)
+        ).fetchone()
+        if account is None:
             raise StoreError(f"billing account {billing_account_id!r} does not exist")
-        if _exists(connection, "users", user_id):
-            raise StoreError(f"user {user_id!r} already exists")
-        connection.execute(
+        # Race-free across processes: of two creating one user, one inserts, one is told.
+        inserted = connection.execute(
             "INSERT INTO users (id, billing_account_id, api_key_hash, created_at) "
-            "VALUES (?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (user_id, billing_account_id, hash_api_key(api_key), to_iso(utc_now())),
-        )
-    return NewUser(user=User(id=user_id, billing_account_id=billing_account_id), api_key=api_key)
+        ).rowcount
+    if not inserted:
+        raise StoreError(f"user {user_id!r} already exists")
+    user = User(
+        id=user_id, billing_account_id=billing_account_id,
+        mask_content=bool(account["mask_content"]),
+    )
+    return NewUser(user=user, api_key=api_key)
 
 
 def authenticate_user(db: Database, api_key: str) -> User | None:
-    """The user owning `api_key`, or None."""
+    """The user owning `api_key`, with its account's masking (one query), or None."""
     with db.connect() as connection:
         row = connection.execute(
-            "SELECT id, billing_account_id FROM users WHERE api_key_hash = ?",
+            "SELECT users.id, users.billing_account_id, billing_accounts.mask_content "
+            "FROM users JOIN billing_accounts ON billing_accounts.id = users.billing_account_id "
+            "WHERE users.api_key_hash = ?",
             (hash_api_key(api_key),),
         ).fetchone()
-    return None if row is None else User(id=row["id"], billing_account_id=row["billing_account_id"])
-
-
-def _exists(connection: sqlite3.Connection, table: str, record_id: str) -> bool:
-    # `table` is one of this module's literals, never user input.
-    query = f"SELECT 1 FROM {table} WHERE id = ?"  # noqa: S608
-    return connection.execute(query, (record_id,)).fetchone() is not None
+    if row is None:
+        return None
+    return User(
+        id=row["id"], billing_account_id=row["billing_account_id"],
+        mask_content=bool(row["mask_content"]),
+    )

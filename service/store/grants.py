@@ -25,7 +25,10 @@ class GrantDenial(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Grant:
-    """Permission for the scheduler to run `graphs` on behalf of a user of an account."""
+    """Permission for the scheduler to run `graphs` on behalf of a user of an account.
+
+    `mask_content` is the account's, read with the grant: runs under it need no other query.
+    """
 
     id: str
     billing_account_id: str
@@ -34,6 +37,15 @@ class Grant:
     created_at: dt.datetime
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    mask_content: bool
+
+
+# A grant with its account's masking, in one query.
+_SELECT_GRANT = (
+    "SELECT execution_grants.*, billing_accounts.mask_content FROM execution_grants "
+    "JOIN billing_accounts ON billing_accounts.id = execution_grants.billing_account_id "
+    "WHERE execution_grants.id = ?"
+)
 
 
 def create_grant(
@@ -49,23 +61,27 @@ def create_grant(
         raise ValueError("a grant needs at least one graph")
     if expires_at is not None and expires_at.tzinfo is None:
         raise ValueError("expires_at must be timezone-aware")
-    grant = Grant(
-        id="grant_" + secrets.token_hex(12),
-        billing_account_id=billing_account_id,
-        user_id=user_id,
-        graphs=tuple(dict.fromkeys(graphs)),
-        created_at=utc_now(),
-        expires_at=expires_at,
-        revoked_at=None,
-    )
     with db.connect() as connection:
         row = connection.execute(
-            "SELECT billing_account_id FROM users WHERE id = ?", (user_id,)
+            "SELECT users.billing_account_id, billing_accounts.mask_content FROM users "
+            "JOIN billing_accounts ON billing_accounts.id = users.billing_account_id "
+            "WHERE users.id = ?",
+            (user_id,),
         ).fetchone()
         if row is None or row["billing_account_id"] != billing_account_id:
             raise StoreError(
                 f"user {user_id!r} does not exist in billing account {billing_account_id!r}"
             )
+        grant = Grant(
+            id="grant_" + secrets.token_hex(12),
+            billing_account_id=billing_account_id,
+            user_id=user_id,
+            graphs=tuple(dict.fromkeys(graphs)),
+            created_at=utc_now(),
+            expires_at=expires_at,
+            revoked_at=None,
+            mask_content=bool(row["mask_content"]),
+        )
         connection.execute(
             "INSERT INTO execution_grants "
             "(id, billing_account_id, user_id, graphs, created_at, expires_at) "
@@ -79,11 +95,9 @@ def create_grant(
 
 
 def get_grant(db: Database, grant_id: str) -> Grant | None:
-    """The grant with this id, or None."""
+    """The grant with this id and its account's masking (one query), or None."""
     with db.connect() as connection:
-        row = connection.execute(
-            "SELECT * FROM execution_grants WHERE id = ?", (grant_id,)
-        ).fetchone()
+        row = connection.execute(_SELECT_GRANT, (grant_id,)).fetchone()
     if row is None:
         return None
     created_at = from_iso(row["created_at"])
@@ -96,6 +110,7 @@ def get_grant(db: Database, grant_id: str) -> Grant | None:
         created_at=created_at,
         expires_at=from_iso(row["expires_at"]),
         revoked_at=from_iso(row["revoked_at"]),
+        mask_content=bool(row["mask_content"]),
     )
 
 

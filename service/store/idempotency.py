@@ -1,27 +1,38 @@
-"""Idempotency records of the internal runs route: claimed before a run starts, finished after.
+"""Idempotency records of the internal runs route: persisted only; the rules are in
+`service.idempotency`.
 
-A key is claimed in one write transaction (`BEGIN IMMEDIATE`), so of two
-requests racing with one key exactly one gets the claim and starts a run; the
-other finds the record pending. Only the claim's holder (its `claim_id`) may
-finish or release the record: an attempt that lost its claim to a takeover
-cannot overwrite the outcome of the attempt that replaced it.
+Race-free across processes and hosts, on both backends. A new key is claimed with one
+`INSERT ... ON CONFLICT DO NOTHING`, so of two requests racing with one key exactly one
+inserts it and starts a run; the other finds the record. An existing record is read locked
+(SQLite's write transaction, `BEGIN IMMEDIATE`; Postgres's `SELECT ... FOR UPDATE`) and
+taken over only by a compare-and-swap on its `claim_id`. Only the claim's holder may finish
+or release the record: an attempt that lost its claim to a takeover cannot overwrite the
+outcome of the attempt that replaced it.
 
-Finishing retries while the database is locked, for up to FINISH_RETRY_SECONDS:
-a run that completed must not lose its outcome to a short lock.
+Finishing retries while the database is busy, for up to FINISH_RETRY_SECONDS: a run that
+completed must not lose its outcome to a short lock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import secrets
-import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from service.store.database import Database, from_iso, retrying_while_busy, to_iso, utc_now
+from service.store.database import (
+    Connection,
+    Database,
+    from_iso,
+    retrying_while_busy,
+    to_iso,
+    utc_now,
+)
+from service.store._engine import Row
 
 __all__ = [
     "FINISH_RETRY_SECONDS",
@@ -32,6 +43,7 @@ __all__ = [
     "claim_idempotency_key",
     "finish_idempotency_key",
     "get_idempotency_record",
+    "prune_idempotency_keys",
     "release_idempotency_key",
 ]
 
@@ -78,14 +90,6 @@ class IdempotencyRecord:
     claimed_at: dt.datetime
     finished_at: dt.datetime | None
 
-    def is_abandoned(self, *, now: dt.datetime, pending_timeout: dt.timedelta | None) -> bool:
-        """Pending for longer than `pending_timeout` (None: never): its process likely died."""
-        return (
-            self.status is IdempotencyStatus.PENDING
-            and pending_timeout is not None
-            and self.claimed_at + pending_timeout <= now
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -100,10 +104,15 @@ class Claim:
     retaken: IdempotencyRecord | None = None
 
 
+# Whether an existing record may be taken over at the given time (the caller's rule).
+Retake = Callable[[IdempotencyRecord, dt.datetime], bool]
+_SELECT = "SELECT * FROM idempotency_keys WHERE key = ?"
+
+
 def get_idempotency_record(db: Database, key: str) -> IdempotencyRecord | None:
     """The record of `key`, or None."""
     with db.connect() as connection:
-        row = connection.execute("SELECT * FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
+        row = connection.execute(_SELECT, (key,)).fetchone()
     return None if row is None else _record(row)
 
 
@@ -113,46 +122,54 @@ def claim_idempotency_key(
     *,
     request_hash: str,
     run: ClaimedRun,
-    pending_timeout: dt.timedelta | None,
+    may_retake: Retake | None = None,
     now: dt.datetime | None = None,
 ) -> Claim:
-    """Claim `key` for `run`: a new key, or an abandoned pending one of the same request.
+    """Claim `key` for `run`: a new key, or an existing record `may_retake` lets it take over.
 
-    Otherwise the existing record is returned unclaimed, for the caller to
-    answer from (finished, still pending, or another request's key).
+    Otherwise the existing record is returned unclaimed, for the caller to answer from
+    (finished, still pending, or another request's key). Without `may_retake`, no record
+    is ever taken over.
     """
     claim_id = secrets.token_hex(16)
-    retaken: IdempotencyRecord | None = None
-    with db.connect() as connection:
-        # Taking the write lock before reading makes read-decide-write atomic
-        # across processes, not only across this process's threads.
-        connection.execute("BEGIN IMMEDIATE")
-        # Read once the lock is held: claimed_at is when the run may start,
-        # not when this request began waiting for the lock.
-        moment = now or utc_now()
-        row = connection.execute("SELECT * FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            connection.execute(
+    while True:
+        with db.connect(write=True) as connection:
+            # Read once the lock is held: claimed_at is when the run may start,
+            # not when this request began waiting for the lock.
+            moment = now or utc_now()
+            inserted = connection.execute(
                 "INSERT INTO idempotency_keys (key, request_hash, status, claim_id, graph_id, "
                 "grant_id, billing_account_id, user_id, schedule_id, run_id, session_id, "
-                "created_at, claimed_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, claimed_at) VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO NOTHING",
                 (key, request_hash, claim_id, *_run_columns(run), to_iso(moment), to_iso(moment)),
-            )
-        else:
+            ).rowcount
+            if inserted:
+                record = IdempotencyRecord(
+                    key=key, request_hash=request_hash, status=IdempotencyStatus.PENDING,
+                    claim_id=claim_id, attempts=1, run=run, response=None,
+                    created_at=moment, claimed_at=moment, finished_at=None,
+                )
+                return Claim(record, acquired=True)
+            row = connection.execute(_SELECT + connection.dialect.for_update, (key,)).fetchone()
+            if row is None:
+                continue  # released between the insert and the read (Postgres): try again
             existing = _record(row)
-            if existing.request_hash != request_hash or not existing.is_abandoned(
-                now=moment, pending_timeout=pending_timeout
-            ):
+            if may_retake is None or not may_retake(existing, moment):
                 return Claim(existing, acquired=False)
-            retaken = existing
-            connection.execute(
+            # Compare-and-swap on the claim: only the attempt that read it replaces it.
+            swapped = connection.execute(
                 "UPDATE idempotency_keys SET claim_id = ?, attempts = attempts + 1, graph_id = ?, "
                 "grant_id = ?, billing_account_id = ?, user_id = ?, schedule_id = ?, run_id = ?, "
                 "session_id = ?, claimed_at = ? WHERE key = ? AND claim_id = ?",
                 (claim_id, *_run_columns(run), to_iso(moment), key, existing.claim_id),
+            ).rowcount
+            assert swapped == 1  # the row is locked: nobody swapped it since the read
+            record = dataclasses.replace(
+                existing, claim_id=claim_id, attempts=existing.attempts + 1, run=run,
+                claimed_at=moment,
             )
-        row = connection.execute("SELECT * FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
-    return Claim(_record(row), acquired=True, retaken=retaken)
+            return Claim(record, acquired=True, retaken=existing)
 
 
 def finish_idempotency_key(
@@ -166,12 +183,12 @@ def finish_idempotency_key(
 ) -> bool:
     """Store the outcome of the claimed run; False when the claim was taken over meanwhile.
 
-    While the database is locked it tries again for up to `retry_for` seconds,
-    then raises the last sqlite3.OperationalError (the key stays pending).
+    While the database is busy it tries again for up to `retry_for` seconds, then
+    raises the last busy error (service.store.database.is_busy); the key stays pending.
     """
     document = json.dumps(dict(response), sort_keys=True)
 
-    def finish(connection: sqlite3.Connection) -> bool:
+    def finish(connection: Connection) -> bool:
         updated = connection.execute(
             "UPDATE idempotency_keys SET status = 'finished', response = ?, finished_at = ? "
             "WHERE key = ? AND claim_id = ? AND status = 'pending'",
@@ -192,6 +209,15 @@ def release_idempotency_key(db: Database, key: str, *, claim_id: str) -> bool:
     return deleted == 1
 
 
+def prune_idempotency_keys(db: Database, *, finished_before: dt.datetime) -> int:
+    """Delete the finished keys finished before `finished_before`; how many. Pending keys stay."""
+    with db.connect() as connection:
+        return connection.execute(
+            "DELETE FROM idempotency_keys WHERE status = 'finished' AND finished_at < ?",
+            (to_iso(finished_before),),
+        ).rowcount
+
+
 def _run_columns(run: ClaimedRun) -> tuple[str | None, ...]:
     return (
         run.graph_id, run.grant_id, run.billing_account_id, run.user_id, run.schedule_id,
@@ -199,7 +225,7 @@ def _run_columns(run: ClaimedRun) -> tuple[str | None, ...]:
     )
 
 
-def _record(row: sqlite3.Row) -> IdempotencyRecord:
+def _record(row: Row) -> IdempotencyRecord:
     created_at, claimed_at = from_iso(row["created_at"]), from_iso(row["claimed_at"])
     assert created_at is not None and claimed_at is not None  # NOT NULL columns
     return IdempotencyRecord(

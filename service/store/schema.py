@@ -1,7 +1,9 @@
-"""The database schema as ordered migrations; `PRAGMA user_version` counts those applied.
+"""The database schema as ordered migrations, the same statements for SQLite and Postgres.
 
-Append new migrations at the end, never edit an applied one: a database
-created by an older version is brought forward on the next start-up.
+`PRAGMA user_version` (SQLite) or the `schema_version` table (Postgres) counts those applied.
+Append new migrations at the end, never edit an applied one: a database created by an older
+version is brought forward on the next start-up. Times are ISO-8601 UTC text in both (the store
+writes and reads them in one place, `service.store.database`), flags 0/1 integers.
 """
 
 from __future__ import annotations
@@ -71,7 +73,13 @@ _V3_ACCOUNT_MASK_CONTENT = (
     "CHECK (mask_content IN (0, 1))",
 )
 
+# Pruning finds finished keys by age (IDEMPOTENCY_RETENTION_HOURS) without a full scan.
+_V4_FINISHED_KEYS_BY_AGE = (
+    "CREATE INDEX idempotency_keys_finished_at ON idempotency_keys (finished_at) "
+    "WHERE status = 'finished'",
+)
+
 # Each migration is a tuple of statements run in one transaction.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    _V1_CORE, _V2_IDEMPOTENCY_KEYS, _V3_ACCOUNT_MASK_CONTENT,
+    _V1_CORE, _V2_IDEMPOTENCY_KEYS, _V3_ACCOUNT_MASK_CONTENT, _V4_FINISHED_KEYS_BY_AGE,
 )

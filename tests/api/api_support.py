@@ -23,6 +23,8 @@ from service.callers import user_session_id
 from service.llm import ChatMessage, Completion, OfflineProvider
 
 SCHEDULER_TOKEN = "test-scheduler-token-0123456789"
+# Parametrize a test with `pytest.mark.parametrize("backend", BACKENDS)` to run it on both stores.
+BACKENDS = ("sqlite", "postgres")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,14 @@
-"""Fixtures for API tests: an injected in-memory tracer, a tmp SQLite file, seeded accounts."""
+"""Fixtures for API tests: an injected in-memory tracer, a fresh database, seeded accounts.
+
+The database is a tmp SQLite file unless a test is parametrized with `backend`
+(`pytest.mark.parametrize("backend", BACKENDS)`): then it runs once on SQLite and once on a
+fresh database of a real Postgres server, started once per session from `initdb`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr
 
+from devstack.postgres import PostgresServer, start_postgres
 from service.config import Settings
 from service.main import create_app
 from service.store import (
@@ -33,7 +40,7 @@ SERVICE_ENVIRONMENT = (
     "LLM_MODEL", "LLM_TIMEOUT_SECONDS", "DEPLOY_ENVIRONMENT", "SERVICE_NAME",
     "SCHEDULES_FILE", "SCHEDULER_ENABLED", "SERVICE_URL", "IDEMPOTENCY_PENDING_TIMEOUT_SECONDS",
     "LLM_PRICES", "RUN_TIMEOUT_SECONDS",
-    "MAX_INFLIGHT_RUNS",
+    "MAX_INFLIGHT_RUNS", "DATABASE_POOL_SIZE", "IDEMPOTENCY_RETENTION_HOURS",
     # The request attribute limit follows these (service.request_attributes).
     "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT",
 )
@@ -57,10 +64,36 @@ def tracer_provider(
     provider.shutdown()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real Postgres server for the whole session (only when a test asks for Postgres)."""
+    with start_postgres() as server:
+        yield server
+
+
+_DATABASE_NUMBERS = itertools.count(1)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def backend() -> str:
+    """`sqlite`, unless the test is parametrized with BACKENDS."""
+    return "sqlite"
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database of `backend`."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'var' / 'test.db'}"
+    assert backend == "postgres", backend
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database(f"test_{next(_DATABASE_NUMBERS)}")
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'var' / 'test.db'}",
+        database_url=database_url,
         scheduler_api_token=SecretStr(SCHEDULER_TOKEN),
         deploy_environment="test",
         _env_file=None,  # type: ignore[call-arg]
@@ -68,10 +101,10 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def database(settings: Settings) -> Database:
-    db = Database.from_url(settings.database_url)
-    db.migrate()
-    return db
+def database(settings: Settings) -> Iterator[Database]:
+    with Database.from_url(settings.database_url) as db:
+        db.migrate()
+        yield db
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""A run that completed never answers 500 and never runs twice, whatever the database does."""
+"""A run that completed never answers 500 and never runs twice, whatever the database does.
+
+Every test runs on SQLite and on Postgres.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import logging
 import sqlite3
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -14,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from api_support import (
+    BACKENDS,
     GatedProvider,
     Seed,
     app_client,
@@ -30,7 +35,23 @@ from service.main import create_app
 from service.store import Database, IdempotencyStatus, get_idempotency_record
 from service.store.database import BUSY_TIMEOUT_SECONDS
 
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)
+
 RUNS = "/api/internal/graphs/builtin:governance-review/runs"
+# A failure that no retry cures (a full disk, a broken file), in each backend's dialect.
+_REFUSE_OUTCOMES = {
+    "sqlite": (
+        "CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF status ON idempotency_keys "
+        "WHEN NEW.status = 'finished' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); "
+        "END",
+    ),
+    "postgres": (
+        "CREATE FUNCTION refuse_outcomes() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'database or disk is full'; END $$",
+        "CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF status ON idempotency_keys "
+        "FOR EACH ROW WHEN (NEW.status = 'finished') EXECUTE FUNCTION refuse_outcomes()",
+    ),
+}
 KEY = "governance:community:2026-11-23T08:00:00Z"
 
 
@@ -53,7 +74,7 @@ def test_a_lock_held_past_the_busy_timeout_while_the_outcome_is_stored_is_waited
                 RUNS, json=community_run(seed.acme_grant), headers=scheduler_headers(KEY)
             ))
             await wait_for(lambda: provider.calls == 1, timeout=10)  # claimed, now running
-            with write_lock_held(database.path, seconds=lock_seconds) as released:
+            with write_lock_held(settings.database_url, seconds=lock_seconds) as released:
                 provider.release.set()  # the run ends while the lock is held
                 answer = await first
                 waited_out = released.is_set()
@@ -81,14 +102,10 @@ def test_a_run_whose_outcome_cannot_be_stored_answers_it_and_a_retry_starts_no_s
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with database.connect() as connection:
-        # A failure that no retry cures (a full disk, a broken file).
-        connection.execute(
-            "CREATE TRIGGER refuse_outcomes BEFORE UPDATE OF status ON idempotency_keys "
-            "WHEN NEW.status = 'finished' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); "
-            "END"
-        )
+        for statement in _REFUSE_OUTCOMES[database.backend]:
+            connection.execute(statement)
 
-    with caplog.at_level(logging.ERROR, logger="service.routes.runs"):
+    with caplog.at_level(logging.ERROR, logger="service.idempotency"):
         answer = client.post(RUNS, json=community_run(seed.acme_grant),
                              headers=scheduler_headers(KEY))
     retry = client.post(RUNS, json=community_run(seed.acme_grant), headers=scheduler_headers(KEY))
@@ -105,9 +122,9 @@ def test_a_run_whose_outcome_cannot_be_stored_answers_it_and_a_retry_starts_no_s
 
 
 def test_a_database_locked_past_the_busy_timeout_answers_503_database_busy(
-    database: Database,
+    database_url: str, database: Database,
 ) -> None:
-    impatient = Database(database.path, busy_timeout=0.05)
+    impatient = Database.from_url(database_url, busy_timeout=0.05)
     app = FastAPI()
     install_error_handlers(app)
 
@@ -117,9 +134,10 @@ def test_a_database_locked_past_the_busy_timeout_answers_503_database_busy(
             connection.execute("INSERT INTO billing_accounts (id, created_at) VALUES ('x', 'now')")
         return {"ok": True}
 
-    with write_lock_held(database.path, seconds=1.0), TestClient(app) as client:
+    with write_lock_held(database_url, seconds=1.0), TestClient(app) as client:
         busy = client.post("/write")
     after = TestClient(app).post("/write")
+    impatient.close()
 
     assert busy.status_code == 503
     assert busy.json()["error"] == "database_busy" and busy.json()["message"]
@@ -140,5 +158,8 @@ def test_any_other_database_error_is_still_a_500_internal_error(database: Databa
 
     assert response.status_code == 500
     assert response.json()["error"] == "internal_error"
-    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+    with pytest.raises(
+        (sqlite3.OperationalError, psycopg.errors.UndefinedTable),
+        match="no such table|does not exist",
+    ):
         TestClient(app).get("/broken")

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, format_trace_id
 
 from api_support import (
+    BACKENDS,
     GatedProvider,
     Seed,
     app_client,
@@ -42,6 +43,9 @@ from sessiontrace.attributes import (
     SESSION_ID,
     USER_ID,
 )
+
+# The route's rules on both stores.
+pytestmark = pytest.mark.parametrize("backend", BACKENDS)
 
 RUNS = "/api/internal/graphs/builtin:governance-review/runs"
 KEY = "governance:community:2026-11-23T08:00:00Z"
@@ -102,7 +106,7 @@ def test_a_key_whose_run_is_still_pending_answers_409_and_starts_nothing(
 ) -> None:
     claim_idempotency_key(
         database, KEY, request_hash=_hash_of(community_run(seed.acme_grant)),
-        run=_claimed_run(seed.acme_grant), pending_timeout=None,
+        run=_claimed_run(seed.acme_grant),
     )
 
     response = client.post(RUNS, json=community_run(seed.acme_grant), headers=scheduler_headers(KEY))
@@ -200,7 +204,7 @@ def test_a_pending_key_abandoned_longer_than_the_timeout_runs_again(
     # What a process that died mid-run leaves behind: a pending record, long ago.
     claim_idempotency_key(
         database, KEY, request_hash=_hash_of(community_run(seed.acme_grant)),
-        run=_claimed_run(seed.acme_grant), pending_timeout=None,
+        run=_claimed_run(seed.acme_grant),
         now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
     )
 
@@ -219,7 +223,7 @@ def test_a_retaken_run_says_on_its_trace_which_earlier_attempt_it_retakes(
 ) -> None:
     claim_idempotency_key(
         database, KEY, request_hash=_hash_of(community_run(seed.acme_grant)),
-        run=_claimed_run(seed.acme_grant), pending_timeout=None,
+        run=_claimed_run(seed.acme_grant),
         now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
     )
 
@@ -248,7 +252,7 @@ def test_with_a_zero_pending_timeout_an_abandoned_key_stays_pending(
 ) -> None:
     claim_idempotency_key(
         database, KEY, request_hash=_hash_of(community_run(seed.acme_grant)),
-        run=_claimed_run(seed.acme_grant), pending_timeout=None,
+        run=_claimed_run(seed.acme_grant),
         now=dt.datetime.now(dt.UTC) - dt.timedelta(days=30),
     )
     never = settings.model_copy(update={"idempotency_pending_timeout_seconds": 0.0})

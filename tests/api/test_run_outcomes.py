@@ -200,8 +200,11 @@ def test_a_failed_governance_run_answers_ok_false_with_the_ids_of_its_run_and_tr
     assert {attributes(span)[SESSION_ID] for span in spans} == {body["sessionId"]}
 
 
-def _failing_lookup(billing_account_id: str) -> bool:
-    raise sqlite3.OperationalError("database is locked")
+class BrokenExecutor(GraphExecutor):
+    """An executor that fails before any span of the run, as a broken store call would."""
+
+    async def run(self, graph: Graph, run_input: RunInput, **kwargs: Any) -> Any:
+        raise sqlite3.OperationalError("database is locked")
 
 
 def test_a_chat_whose_run_breaks_outside_its_nodes_answers_500_with_its_ids(
@@ -210,9 +213,8 @@ def test_a_chat_whose_run_breaks_outside_its_nodes_answers_500_with_its_ids(
     with TestClient(app) as client:
         services = app.state.services
         assert isinstance(services, Services)
-        # The executor's look-up of the account's masking fails, before any span of the run.
-        broken = GraphExecutor(tracer=tracer_provider.get_tracer("t"), llm=OfflineProvider(),
-                               masks_content=_failing_lookup)
+        # The executor fails before any span of the run.
+        broken = BrokenExecutor(tracer=tracer_provider.get_tracer("t"), llm=OfflineProvider())
         app.state.services = dataclasses.replace(services, executor=broken)
         response = client.post(CHAT, json=chat_body(stateKey="t-500"),
                                headers=user_headers(seed.alice_key))

@@ -43,10 +43,11 @@ TUESDAY = MONDAY + dt.timedelta(days=1)
 
 
 def schedule(schedule_id: str, grant: str, cron: str = "0 9 * * 1-5") -> Schedule:
-    return Schedule(
-        id=schedule_id, cron=cron, timezone="Europe/Paris", graph="builtin:governance-review",
-        grant=grant, input={"messages": [{"role": "user", "content": "review the week"}]},
-    )
+    return Schedule.model_validate({
+        "id": schedule_id, "cron": cron, "timezone": "Europe/Paris",
+        "graph": "builtin:governance-review", "grant": grant,
+        "input": {"messages": [{"role": "user", "content": "review the week"}]},
+    })
 
 
 def fire_all(

@@ -58,7 +58,7 @@ def test_settings_are_read_from_the_environment_and_secrets_are_not_printed(
 @pytest.mark.parametrize(
     ("values", "setting"),
     [
-        ({"database_url": "postgres://db/x"}, "DATABASE_URL"),
+        ({"database_url": "mysql://db/x"}, "DATABASE_URL"),
         ({"database_url": "sqlite:///"}, "DATABASE_URL"),
         ({"llm_base_url": "ftp://llm"}, "LLM_BASE_URL"),
         ({"llm_base_url": "http://llm.test/v1"}, "LLM_MODEL"),

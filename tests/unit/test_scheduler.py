@@ -9,10 +9,11 @@ import pytest
 from service.scheduler import Scheduler
 from service.schedules import Schedule
 
-SCHEDULE = Schedule(
-    id="governance:community", cron="*/5 * * * *", timezone="UTC", graph="builtin:chat",
-    grant="grant-1", input={"messages": [{"role": "user", "content": "hi"}]},
-)
+SCHEDULE = Schedule.model_validate({
+    "id": "governance:community", "cron": "*/5 * * * *", "timezone": "UTC",
+    "graph": "builtin:chat", "grant": "grant-1",
+    "input": {"messages": [{"role": "user", "content": "hi"}]},
+})
 FIRST = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.UTC)
 
 
@@ -27,7 +28,9 @@ def test_firing_posts_to_the_internal_route_with_token_key_and_schedule() -> Non
         async with httpx.AsyncClient(
             transport=httpx.MockTransport(handler), base_url="http://svc"
         ) as client:
-            return await Scheduler([SCHEDULE], client=client, token="tok").fire(SCHEDULE.id, FIRST)
+            return await Scheduler([SCHEDULE], client=client, token="tok").fire(
+                SCHEDULE.id, FIRST, headers={"Sessiontrace-Firing-Traceparent": "00-x"}
+            )
 
     response = asyncio.run(run())
     assert response is not None and response.status_code == 200
@@ -35,10 +38,15 @@ def test_firing_posts_to_the_internal_route_with_token_key_and_schedule() -> Non
     assert request.url.path == "/api/internal/graphs/builtin:chat/runs"
     assert request.headers["Authorization"] == "Bearer tok"
     assert request.headers["Idempotency-Key"] == "governance:community:2026-11-23T08:00:00Z"
-    body = json.loads(request.content)
-    assert body["scheduleId"] == "governance:community"
-    assert body["executionGrantId"] == "grant-1"
-    assert body["input"] == {"messages": [{"role": "user", "content": "hi"}]}
+    assert request.headers["Sessiontrace-Firing-Traceparent"] == "00-x"
+    assert json.loads(request.content) == SCHEDULE.run_request(FIRST).model_dump(
+        mode="json", by_alias=True, exclude_none=True
+    ) == {
+        "scheduleId": "governance:community",
+        "executionGrantId": "grant-1",
+        "scheduledFor": "2026-11-23T08:00:00Z",
+        "input": {"messages": [{"role": "user", "content": "hi"}]},
+    }
 
 
 def test_firing_is_skipped_while_the_previous_run_is_still_running(
@@ -114,6 +122,45 @@ def test_run_forever_fires_each_due_schedule_at_its_time() -> None:
         "governance:community:2026-11-23T08:05:00Z",
         "governance:community:2026-11-23T08:10:00Z",
     ]
+
+
+def test_a_paused_schedule_is_not_fired(caplog: pytest.LogCaptureFixture) -> None:
+    fired: list[str] = []
+    paused = SCHEDULE.model_copy(update={"id": "governance:paused", "paused": True})
+    now = [FIRST - dt.timedelta(seconds=90)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        fired.append(request.headers["Idempotency-Key"])
+        return httpx.Response(200, json={"ok": True})
+
+    async def fake_sleep(seconds: float) -> None:
+        now[0] += dt.timedelta(seconds=seconds)
+        await asyncio.sleep(0)
+
+    async def run() -> None:
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(handler), base_url="http://svc"
+        ) as client:
+            both = Scheduler([SCHEDULE, paused], client=client, token="tok",
+                             clock=lambda: now[0], sleep=fake_sleep)
+            task = asyncio.create_task(both.run_forever())
+            for _ in range(1000):
+                if len(fired) >= 2:
+                    break
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            only_paused = Scheduler([paused], client=client, token="tok")
+            with caplog.at_level(logging.INFO, logger="service.scheduler"):
+                await only_paused.run_forever()  # returns at once: nothing to fire
+
+    asyncio.run(run())
+    assert fired[:2] == [
+        "governance:community:2026-11-23T08:00:00Z",
+        "governance:community:2026-11-23T08:05:00Z",
+    ]
+    assert not [key for key in fired if key.startswith("governance:paused")]
+    assert any("no schedules to fire (1 paused)" in r.getMessage() for r in caplog.records)
 
 
 def test_cancelling_the_scheduler_cancels_the_firing_in_flight() -> None:

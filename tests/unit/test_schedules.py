@@ -4,7 +4,9 @@ from typing import Any
 
 import pytest
 
+from service.schemas import RunRequest
 from service.schedules import (
+    DEFAULT_CATCHUP_WINDOW,
     ScheduleFileError,
     check_graphs,
     configured_schedules,
@@ -51,7 +53,8 @@ def test_valid_file_loads_with_utc_as_default_timezone(tmp_path: Path) -> None:
     assert community.timezone == "Europe/Paris"
     assert community.graph == "builtin:governance-review"
     assert nightly.timezone == "UTC"
-    assert nightly.input["messages"][0]["content"] == "hi"
+    assert nightly.input.messages[0].content == "hi"
+    assert not community.paused and community.catchup_window == DEFAULT_CATCHUP_WINDOW
 
 
 def test_next_fire_respects_the_schedule_timezone(tmp_path: Path) -> None:
@@ -89,6 +92,9 @@ def test_idempotency_key_is_schedule_and_iso_utc_firing_time() -> None:
          "field 'input' is invalid: messages.0.role"),
         (entry(input={"messages": [{"role": "user", "content": "hi"}], "temperature": 1}),
          "field 'input' is invalid: temperature"),
+        (entry(catchup_window=5), "field 'catchup_window' must be at least 10 seconds"),
+        (entry(catchup_window="soon"), "field 'catchup_window' is invalid"),
+        (entry(paused="sometimes"), "field 'paused' is invalid"),
     ],
 )
 def test_malformed_entries_name_the_schedule_and_field(bad_entry: Any, message: str) -> None:
@@ -131,3 +137,30 @@ def test_a_schedule_naming_an_unregistered_graph_is_refused(tmp_path: Path) -> N
 
 def test_without_a_schedules_file_there_are_no_schedules() -> None:
     assert configured_schedules(None, known_graphs=()) == []
+
+
+def test_paused_and_catchup_window_are_read_as_written() -> None:
+    (schedule,) = parse_schedules(
+        {"schedules": [entry(paused=True, catchup_window="PT5M")]}
+    )
+
+    assert schedule.paused is True
+    assert schedule.catchup_window == dt.timedelta(minutes=5)
+
+
+def test_the_run_request_of_a_firing_is_the_routes_own_model_with_the_entrys_input() -> None:
+    (schedule,) = parse_schedules({"schedules": [entry(
+        input={"messages": [{"role": "user", "content": "review"}], "model": "gpt-4o-mini"},
+    )]})
+    paris = dt.timezone(dt.timedelta(hours=1))
+
+    request = schedule.run_request(dt.datetime(2026, 11, 23, 9, 0, tzinfo=paris))
+
+    assert isinstance(request, RunRequest)
+    assert request.input is schedule.input  # validated once, kept, not re-parsed
+    assert request.model_dump(mode="json", by_alias=True, exclude_none=True) == {
+        "executionGrantId": "grant-1",
+        "scheduleId": "governance:community",
+        "scheduledFor": "2026-11-23T08:00:00Z",
+        "input": {"messages": [{"role": "user", "content": "review"}], "model": "gpt-4o-mini"},
+    }
