@@ -28,10 +28,10 @@ Stack = list[str]
 BREAKDOWN: list[tuple[str, Callable[[Stack], bool]]] = [
     ("whole process", lambda s: True),
     ("main thread (event loop)", lambda s: "MainThread" in s[0]),
-    ("BatchSpanProcessor export thread", lambda s: "OtelBatch" in s[0]),
+    ("export threads (BatchSpanProcessor, span spool sender)", lambda s: _exports(s)),
     ("… OTLP encoding (TraceRequestEncoder.encode, or the SDK's encode_spans)", lambda s: _encodes(s)),
     ("… the rest of exporting (HTTP post, batching)",
-     lambda s: "OtelBatch" in s[0] and not _encodes(s)),
+     lambda s: _exports(s) and not _encodes(s)),
     ("span start (Tracer.start_span)", lambda s: _calls(s, "Tracer.start_span")),
     ("span end (Span.end, on_end)", lambda s: _calls(s, "Span.end")),
     ("Span.set_attribute(s) outside start/end", lambda s: _set_attribute(s)
@@ -46,6 +46,12 @@ BREAKDOWN: list[tuple[str, Callable[[Stack], bool]]] = [
 
 def _has(stack: Stack, text: str) -> bool:
     return any(text in frame for frame in stack[1:])
+
+
+def _exports(stack: Stack) -> bool:
+    # The BatchSpanProcessor's thread encodes; with the spool (the service's default), the
+    # spool's sender thread posts.
+    return "OtelBatch" in stack[0] or "SpanSpoolSender" in stack[0]
 
 
 def _encodes(stack: Stack) -> bool:
@@ -113,12 +119,12 @@ def findings(cells: Mapping[str, Mapping[str, float]]) -> str:
     def row(prefix: str) -> Mapping[str, float]:
         return next(v for k, v in cells.items() if k.startswith(prefix))
 
-    whole, main, export = row("whole"), row("main thread"), row("BatchSpanProcessor")
+    whole, main, export = row("whole"), row("main thread"), row("export threads")
     encode, start = row("… OTLP encoding"), row("span start")
     added = whole["on"] - whole["off"]
     lines = [
         f"- Tracing adds {added:.2f} ms of GIL time per request ({added / whole['off']:.0%} "
-        f"over off). {export['on']:.2f} ms of it is the BatchSpanProcessor's export thread, "
+        f"over off). {export['on']:.2f} ms of it is the export threads, "
         f"{encode['on']:.2f} ms of that the OTLP encoding; the event loop's share is "
         f"{main['on'] - main['off']:.2f} ms "
         f"(span start {start['on']:.2f} ms). SessionSpanProcessor itself: "

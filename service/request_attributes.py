@@ -40,6 +40,7 @@ _ADDRESS_MASK = "[EMAIL]"  # what sessiontrace.scrub writes for an e-mail addres
 # Keys the HTTP instrumentation puts the query in (old and stable semconv).
 _QUERY_KEYS = ("url.query",)
 _TARGET_KEYS = ("http.target", "http.url", "url.full")
+_REWRITTEN_KEYS = frozenset((*_QUERY_KEYS, *_TARGET_KEYS))
 # Query parameter names whose value is a secret in itself; payload keys such as
 # token, secret, password, api_key are also caught by sessiontrace.scrub's key rule.
 _SECRET_PARAMETERS = frozenset({"token", "secret", "password", "api_key", "apikey", "key", "code"})
@@ -66,7 +67,9 @@ def make_server_request_hook(*, limit: int) -> ServerRequestHook:
         if not span.is_recording() or not isinstance(span, ReadableSpan):
             return
         rewritten: dict[str, Any] = {}
-        for key, recorded in (span.attributes or {}).items():
+        for key, recorded in _recorded_items(span):
+            if type(recorded) is str and len(recorded) <= limit and key not in _REWRITTEN_KEYS:
+                continue  # most of them: short, and no query in them
             value = recorded
             if key in _QUERY_KEYS and isinstance(value, str):
                 value = scrub_query(value)
@@ -79,6 +82,14 @@ def make_server_request_hook(*, limit: int) -> ServerRequestHook:
             span.set_attributes(rewritten)
 
     return server_request_hook
+
+
+def _recorded_items(span: ReadableSpan) -> list[tuple[str, Any]]:
+    # The SDK's own dict when it is there: the public `attributes` is a read-only view
+    # whose items() makes a Python call per key, on every request.
+    store = getattr(getattr(span, "_attributes", None), "_dict", None)
+    attributes = store if type(store) is dict else (span.attributes or {})
+    return list(attributes.items())
 
 
 def scrub_query(query: str) -> str:

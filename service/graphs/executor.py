@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -26,7 +27,7 @@ from service.graphs.payloads import PayloadRecorder
 from service.graphs.runtime import NodeRuntime
 from service.llm import ChunkSink, LLMError, LLMProvider
 from service.caller import require_caller
-from sessiontrace import SessionContext, binding, io_attributes, set_trace_io
+from sessiontrace import SessionContext, binding, set_trace_io
 from sessiontrace.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
 __all__ = [
@@ -147,7 +148,9 @@ class GraphExecutor:
             dataclasses.replace(caller.session, mask_content=True) if mask_content
             else caller.session
         )
-        with binding(session):
+        # Otherwise bind_caller's binding stands: binding it again would only stamp the root
+        # span with what it carries already.
+        with binding(session) if session is not caller.session else nullcontext():
             return await self._run_bound(
                 graph, run_input, session, mask_content=mask_content, on_chunk=on_chunk,
                 deadline=deadline,
@@ -232,13 +235,12 @@ def _record_run(
     """
     if not span.is_recording():
         return
-    encoded_input = payloads.run_input(run_input.messages)
-    encoded_output = None if answer is None else payloads.run_output(answer)
-    set_trace_io(input=encoded_input, output=encoded_output)
-    span.set_attributes({
-        **io_attributes(input=encoded_input, output=encoded_output),
-        RUN_OUTCOME: outcome.value,
-    })
+    set_trace_io(
+        input=payloads.run_input(run_input.messages),
+        output=None if answer is None else payloads.run_output(answer),
+        span=span,
+    )
+    span.set_attribute(RUN_OUTCOME, outcome.value)
 
 
 def _run_error(

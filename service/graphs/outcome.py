@@ -87,6 +87,8 @@ def _exception_message(exc: BaseException, *, mask_content: bool) -> str:
 
 def mark_error(span: Span, exc: BaseException, *, mask_content: bool) -> None:
     """Record `exc` as the span's error: error.type, level ERROR, status ERROR with a message."""
+    if not span.is_recording():
+        return  # nothing reads it: the traceback is neither formatted nor scrubbed
     if mask_content:
         # Frames only: the last line of a full traceback repeats the message.
         stacktrace = "".join(traceback.format_tb(exc.__traceback__))

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from service.config import ModelPrice
 from service.graphs.outcome import MANUAL_OUTCOME, recording_outcome
@@ -70,35 +71,53 @@ class NodeRuntime:
                 GEN_AI_OPERATION_NAME: "chat",
                 GEN_AI_PROVIDER_NAME: self._llm.name,
                 GEN_AI_REQUEST_MODEL: model,
-                **self._payloads.llm_input(messages),
             },
             **MANUAL_OUTCOME,
         ) as span, recording_outcome(span, mask_content=self._payloads.mask_content):
-            if is_answer and self._on_chunk is not None:
-                completion = await self._llm.stream(
-                    messages, model=model, on_chunk=_noting_first_chunk(span, self._on_chunk)
-                )
-            else:
-                completion = await self._llm.complete(messages, model=model)
-            span.set_attributes(self._payloads.llm_output(completion))
-            self._record_usage(span, requested_model=model, completion=completion)
+            completion: Completion | None = None
+            try:
+                if is_answer and self._on_chunk is not None:
+                    completion = await self._llm.stream(
+                        messages, model=model, on_chunk=_noting_first_chunk(span, self._on_chunk)
+                    )
+                else:
+                    completion = await self._llm.complete(messages, model=model)
+            finally:
+                # One write as the call ends, the messages alone if it failed; payloads are
+                # scrubbed and encoded for a span that records only.
+                if span.is_recording():
+                    span.set_attributes(self._llm_attributes(messages, model, completion))
             return completion
 
-    def _record_usage(self, span: Span, *, requested_model: str, completion: Completion) -> None:
-        span.set_attribute(GEN_AI_RESPONSE_MODEL, completion.model)
+    def _llm_attributes(
+        self, messages: Sequence[ChatMessage], requested_model: str, completion: Completion | None
+    ) -> dict[str, AttributeValue]:
+        """An LLM call's messages; with its completion, the answer, model, tokens and cost."""
+        attributes = self._payloads.llm_input(messages)
+        if completion is None:
+            return attributes
+        return {
+            **attributes,
+            **self._payloads.llm_output(completion),
+            **self._usage(requested_model=requested_model, completion=completion),
+        }
+
+    def _usage(self, *, requested_model: str, completion: Completion) -> dict[str, AttributeValue]:
+        """The response model, token counts and cost of an LLM call, as one set of attributes."""
+        usage: dict[str, AttributeValue] = {GEN_AI_RESPONSE_MODEL: completion.model}
         if completion.input_tokens is not None:
-            span.set_attribute(GEN_AI_USAGE_INPUT_TOKENS, completion.input_tokens)
+            usage[GEN_AI_USAGE_INPUT_TOKENS] = completion.input_tokens
         if completion.output_tokens is not None:
-            span.set_attribute(GEN_AI_USAGE_OUTPUT_TOKENS, completion.output_tokens)
+            usage[GEN_AI_USAGE_OUTPUT_TOKENS] = completion.output_tokens
         # A dated response model ("gpt-4o-2024-08-06") falls back to the requested name.
         price = self._prices.get(completion.model) or self._prices.get(requested_model)
         if price is not None and completion.input_tokens is not None and (
             completion.output_tokens is not None
         ):
-            cost = price.cost(
+            usage[GEN_AI_USAGE_COST] = price.cost(
                 input_tokens=completion.input_tokens, output_tokens=completion.output_tokens
             )
-            span.set_attribute(GEN_AI_USAGE_COST, cost)
+        return usage
 
     async def tool(
         self, name: str, function: Callable[[Mapping[str, Any]], _T], arguments: Mapping[str, Any]
@@ -111,16 +130,21 @@ class NodeRuntime:
         with self._tracer.start_as_current_span(
             f"execute_tool {name}",
             kind=SpanKind.INTERNAL,
-            attributes={
-                GEN_AI_OPERATION_NAME: "execute_tool",
-                GEN_AI_TOOL_NAME: name,
-                **self._payloads.tool_input(arguments),
-            },
+            attributes={GEN_AI_OPERATION_NAME: "execute_tool", GEN_AI_TOOL_NAME: name},
             **MANUAL_OUTCOME,
         ) as span, recording_outcome(span, mask_content=self._payloads.mask_content):
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(None, functools.partial(function, arguments))
-            span.set_attributes(self._payloads.tool_output(result))
+            finished = False
+            try:
+                result = await loop.run_in_executor(None, functools.partial(function, arguments))
+                finished = True
+            finally:
+                # As for an LLM call: one write, for a span that records only.
+                if span.is_recording():
+                    span.set_attributes({
+                        **self._payloads.tool_input(arguments),
+                        **(self._payloads.tool_output(result) if finished else {}),
+                    })
             return result
 
 

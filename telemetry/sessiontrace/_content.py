@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from sessiontrace._payload import encode_text
+from sessiontrace._payload import EncodedPayload, encode_text
 from sessiontrace.attributes import GEN_AI_INPUT_MESSAGES, GEN_AI_OUTPUT_MESSAGES
 
 __all__ = [
@@ -49,14 +49,21 @@ _FLATTENED_PREFIXES = ("llm.input_messages.", "llm.output_messages.")
 _FLATTENED_SUFFIXES = (".content", ".text", ".arguments")
 
 
-def content_keys(attributes: Mapping[str, Any]) -> list[str]:
-    """The keys of `attributes` that hold third-party content; empty for most spans."""
+def content_keys(attributes: Mapping[str, Any], *, mask_content: bool = False) -> list[str]:
+    """The keys of `attributes` whose content is still to rewrite; empty for most spans.
+
+    A value `encode_payload` wrote (an `EncodedPayload`: the application's own payload,
+    recorded under these keys as the GenAI conventions say) is scrubbed and capped already,
+    and is left out, unless the span's session masks content and the value is not a
+    summary yet.
+    """
     if attributes.keys().isdisjoint(CONTENT_KEYS):
         return []
     return [
-        key for key in attributes
-        if key in CONTENT_KEYS
-        or (key.startswith(_FLATTENED_PREFIXES) and key.endswith(_FLATTENED_SUFFIXES))
+        key for key, value in attributes.items()
+        if (key in CONTENT_KEYS
+            or (key.startswith(_FLATTENED_PREFIXES) and key.endswith(_FLATTENED_SUFFIXES)))
+        and not (type(value) is EncodedPayload and not mask_content and _within_cap(value))
     ]
 
 
@@ -98,6 +105,13 @@ def _encode_texts(
     whole = json.dumps(list(items), ensure_ascii=False, separators=(",", ":"))
     return _limit(
         encode_text(whole, max_bytes=CONTENT_ATTRIBUTE_CAP, mask_content=mask_content), max_len
+    )
+
+
+def _within_cap(text: str) -> bool:
+    # An encode_payload cap may exceed this one; UTF-8 takes at most 4 bytes a character.
+    return len(text) * 4 <= CONTENT_ATTRIBUTE_CAP or (
+        len(text.encode("utf-8", "surrogatepass")) <= CONTENT_ATTRIBUTE_CAP
     )
 
 

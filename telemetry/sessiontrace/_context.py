@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
 from sessiontrace._session import validate_session_id
+from sessiontrace._span_store import longest_value, stamp_open_span
 from sessiontrace._trace_attributes import io_attributes, metadata_attributes, span_attributes
 
 __all__ = [
@@ -69,6 +70,11 @@ class SessionContext:
     span_attributes: Mapping[str, AttributeValue] = field(init=False, repr=False, compare=False)
     # What the root span carries: the above plus the trace metadata.
     root_attributes: Mapping[str, AttributeValue] = field(init=False, repr=False, compare=False)
+    # The trace metadata alone (`langfuse.trace.metadata.<key>`): for a span started in the
+    # block that is to carry the root set too, the processor stamps the rest.
+    metadata_attributes: Mapping[str, AttributeValue] = field(
+        init=False, repr=False, compare=False
+    )
     # The span pairs as a plain dict: dict.update from a dict is the fastest
     # copy there is, and the processor does it on every span.
     _span_items: dict[str, str | tuple[str, ...]] = field(
@@ -77,6 +83,9 @@ class SessionContext:
     # The longest of those values (a tag counts alone): under an attribute
     # value length limit at least this long, the SDK would store them as is.
     _longest_value: int = field(init=False, repr=False, compare=False)
+    # The same two for the root attributes, which `binding` writes on the open span.
+    _root_items: dict[str, AttributeValue] = field(init=False, repr=False, compare=False)
+    _root_longest_value: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         validate_session_id(self.session_id)
@@ -106,11 +115,15 @@ class SessionContext:
         )
         object.__setattr__(self, "_span_items", items)
         object.__setattr__(self, "span_attributes", types.MappingProxyType(items))
-        lengths = [len(part) for value in items.values()
-                   for part in ((value,) if isinstance(value, str) else value)]
-        object.__setattr__(self, "_longest_value", max(lengths, default=0))
-        root = {**items, **metadata_attributes(metadata)}
+        object.__setattr__(self, "_longest_value", longest_value(items))
+        trace_metadata = metadata_attributes(metadata)
+        object.__setattr__(self, "metadata_attributes", types.MappingProxyType(trace_metadata))
+        root: dict[str, AttributeValue] = {**items, **trace_metadata}
+        object.__setattr__(self, "_root_items", root)
         object.__setattr__(self, "root_attributes", types.MappingProxyType(root))
+        object.__setattr__(
+            self, "_root_longest_value", max(self._longest_value, longest_value(metadata))
+        )
 
 
 def session_from_context(context: otel_context.Context | None = None) -> SessionContext | None:
@@ -180,7 +193,7 @@ def binding(session: SessionContext) -> Iterator[SessionContext]:
     span = trace.get_current_span()
     context = otel_context.set_value(SESSION_KEY, session)
     if span.is_recording():
-        span.set_attributes(session.root_attributes)
+        stamp_open_span(span, session._root_items, session._root_longest_value)  # noqa: SLF001
         context = otel_context.set_value(_ROOT_SPAN_KEY, span, context)
     token = otel_context.attach(context)
     try:
@@ -189,21 +202,38 @@ def binding(session: SessionContext) -> Iterator[SessionContext]:
         otel_context.detach(token)
 
 
-def set_trace_io(*, input: str | None = None, output: str | None = None) -> None:  # noqa: A002
-    """Record the run's input or output on its trace's root span.
+def set_trace_io(
+    *,
+    input: str | None = None,  # noqa: A002
+    output: str | None = None,
+    span: trace.Span | None = None,
+) -> None:
+    """Record the run's input or output on its trace's root span, and on `span` if given.
 
     The root is the span that was open when the session was bound (the HTTP
     server span). Langfuse's current ingestion path takes a trace's input and
     output from its root span only, so they go there as observation input and
     output, and as trace input and output for its legacy path (see
-    `io_attributes`, which gives the run's own span the same). Values are
-    written as given: scrub and cap them first (`encode_payload`). Without a
-    span open at bind time the run's own first span is the root: set them on
-    it directly; this is then a no-op.
+    `io_attributes`). `span`, the run's own span, gets the same: its own input
+    and output, and the trace's should it be the root. Without a span open at
+    bind time the run's own span is the root: pass it as `span`. Values are
+    written as given: scrub and cap them first (`encode_payload`). Spans that
+    do not record are left alone.
     """
     root = otel_context.get_value(_ROOT_SPAN_KEY)
-    if isinstance(root, trace.Span) and root.is_recording():
-        root.set_attributes(io_attributes(input=input, output=output))
+    targets = [target for target in ((root, span) if span is not root else (root,))
+               if isinstance(target, trace.Span) and target.is_recording()]
+    if not targets:
+        return
+    attributes = io_attributes(input=input, output=output)
+    texts = [value for value in (input, output) if value is not None]
+    text_only = all(isinstance(text, str) for text in texts)
+    for target in targets:
+        if text_only:
+            # Text, which the SDK would store as it is: written as the binding writes.
+            stamp_open_span(target, attributes, max(map(len, texts), default=0))
+        else:
+            target.set_attributes(attributes)
 
 
 class ContextPropagatingExecutor(ThreadPoolExecutor):

@@ -16,10 +16,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from struct import Struct
 from typing import Any, Generic, TypeVar
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import Link, SpanContext
 
 __all__ = ["TraceRequestEncoder"]
 
@@ -85,15 +87,34 @@ class TraceRequestEncoder:
             return b""
         parts = []
         pairs = self._pairs
+        reuse = self._reuse_pairs
+        # This loop runs for every attribute of every span (16 a span here): the common
+        # cases, a cached pair and a string, are written out here rather than called.
         for key, value in attributes.items():
-            cacheable = self._reuse_pairs and _cacheable(value)
+            kind = type(value)
+            if not reuse:
+                cacheable = False
+            elif kind is str:
+                cacheable = len(value) <= _CACHED_VALUE_MAX_CHARS
+            else:
+                cacheable = kind is int or (kind is tuple and _cacheable_tuple(value))
             if cacheable:
                 cached = pairs.get((tag, key, value))
                 if cached is not None:
                     parts.append(cached)
                     continue
             try:
-                encoded = _field(tag, self._key(key) + _field(b"\x12", _any_value(value)))
+                if isinstance(value, str):  # an AnyValue's string_value (field 1)
+                    text = value.encode("utf-8")
+                    size = len(text)
+                    any_value = b"\x0a" + (_ONE_BYTE[size] if size < 128 else _varint(size)) + text
+                else:
+                    any_value = _any_value(value)
+                size = len(any_value)
+                pair = self._key(key) + b"\x12" + (
+                    _ONE_BYTE[size] if size < 128 else _varint(size)) + any_value
+                size = len(pair)
+                encoded = tag + (_ONE_BYTE[size] if size < 128 else _varint(size)) + pair
             except Exception:  # the SDK's encoder logs and skips such a pair, too
                 logger.exception("Failed to encode attribute %s", key)
                 continue
@@ -150,17 +171,21 @@ def _span(encoder: TraceRequestEncoder, span: ReadableSpan) -> bytes:
         out.append(_string(b"\x1a", _trace_state(context)))
     if parent is not None:
         out.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-    if span.name:
-        out.append(_string(b"\x2a", span.name))
-    out.append(_KIND_FIELD[span.kind.value])
-    if span.start_time:
-        out.append(b"\x39" + _FIXED64(span.start_time))
-    if span.end_time:
-        out.append(b"\x41" + _FIXED64(span.end_time))
-    out.append(encoder.attributes(b"\x4a", _span_attributes(span)))
-    if span.dropped_attributes:
-        out.append(b"\x50" + _varint(span.dropped_attributes))
-    for event in span.events:
+    name = span.name
+    if name:
+        out.append(_string(b"\x2a", name))
+    # `_value_`, not `value`: an Enum's value is a Python-level property.
+    out.append(_KIND_FIELD[span.kind._value_])
+    start_time, end_time = span.start_time, span.end_time
+    if start_time:
+        out.append(b"\x39" + _FIXED64(start_time))
+    if end_time:
+        out.append(b"\x41" + _FIXED64(end_time))
+    recorded = _Recorded(span)
+    out.append(encoder.attributes(b"\x4a", recorded.attributes))
+    if recorded.dropped_attributes:
+        out.append(b"\x50" + _varint(recorded.dropped_attributes))
+    for event in recorded.events:
         encoded = [b"\x09" + _FIXED64(event.timestamp)]
         if event.name:
             encoded.append(_string(b"\x12", event.name))
@@ -168,9 +193,9 @@ def _span(encoder: TraceRequestEncoder, span: ReadableSpan) -> bytes:
         if event.dropped_attributes:
             encoded.append(b"\x20" + _varint(event.dropped_attributes))
         out.append(_field(b"\x5a", b"".join(encoded)))
-    if span.dropped_events:
-        out.append(b"\x60" + _varint(span.dropped_events))
-    for link in span.links:
+    if recorded.dropped_events:
+        out.append(b"\x60" + _varint(recorded.dropped_events))
+    for link in recorded.links:
         linked = link.context
         encoded = [b"\x0a\x10", linked.trace_id.to_bytes(16, "big"),
                    b"\x12\x08", linked.span_id.to_bytes(8, "big"),
@@ -179,23 +204,48 @@ def _span(encoder: TraceRequestEncoder, span: ReadableSpan) -> bytes:
             encoded.append(b"\x28" + _varint(link.dropped_attributes))
         encoded.append(b"\x35" + (_FLAGS_REMOTE if linked.is_remote else _FLAGS_LOCAL))
         out.append(_field(b"\x6a", b"".join(encoded)))
-    if span.dropped_links:
-        out.append(b"\x70" + _varint(span.dropped_links))
+    if recorded.dropped_links:
+        out.append(b"\x70" + _varint(recorded.dropped_links))
     out.append(_field(b"\x7a", _status(span)))
     out.append(b"\x85\x01" + (_FLAGS_REMOTE if parent is not None and parent.is_remote
                                else _FLAGS_LOCAL))
     return b"".join(out)
 
 
-def _span_attributes(span: ReadableSpan) -> Mapping[str, Any] | None:
-    # ReadableSpan.attributes wraps the SDK's BoundedAttributes in a read-only proxy whose
-    # items() goes through the abstract Mapping methods, a Python call per key; the dict
-    # underneath iterates in C. Read it when it is there, the public property otherwise.
-    bounded = getattr(span, "_attributes", None)
-    inner = getattr(bounded, "_dict", None)
-    if isinstance(inner, dict):
-        return inner
-    return span.attributes
+class _Recorded:
+    """A span's attributes, events and links, with their dropped counts.
+
+    From the SDK's own containers when they are there: the public properties are a Python
+    call each, and `events` and `links` copy into a tuple under a lock (and most spans
+    have none). The span has ended, so nothing writes to them any more. Any other span
+    goes through the public properties.
+    """
+
+    __slots__ = ("attributes", "dropped_attributes", "events", "dropped_events", "links",
+                 "dropped_links")
+
+    def __init__(self, span: ReadableSpan) -> None:
+        bounded = getattr(span, "_attributes", None)
+        inner = getattr(bounded, "_dict", None)
+        if type(bounded) is BoundedAttributes and type(inner) is dict:
+            # Its items() iterate in C; the public read-only proxy's go through the
+            # abstract Mapping methods, a Python call per key.
+            self.attributes: Mapping[str, Any] | None = inner
+            self.dropped_attributes: int = bounded.dropped
+        else:
+            self.attributes = span.attributes
+            self.dropped_attributes = span.dropped_attributes
+        events = getattr(span, "_events", None)
+        links = getattr(span, "_links", None)
+        if type(events) is BoundedList and type(links) is BoundedList:
+            # Their deque, as the list's own __iter__ would copy it.
+            self.events: Iterable[Event] = getattr(events, "_dq", events)
+            self.dropped_events: int = events.dropped
+            self.links: Iterable[Link] = getattr(links, "_dq", links)
+            self.dropped_links: int = links.dropped
+        else:
+            self.events, self.dropped_events = span.events, span.dropped_events
+            self.links, self.dropped_links = span.links, span.dropped_links
 
 
 def _status(span: ReadableSpan) -> bytes:
@@ -203,8 +253,9 @@ def _status(span: ReadableSpan) -> bytes:
     encoded = b""
     if status.description:
         encoded += _string(b"\x12", status.description)
-    if status.status_code.value:
-        encoded += b"\x18" + _varint(status.status_code.value)
+    code = status.status_code._value_
+    if code:
+        encoded += b"\x18" + _varint(code)
     return encoded
 
 
@@ -224,19 +275,12 @@ def _scope(encoder: TraceRequestEncoder, scope: InstrumentationScope | None) -> 
     return _field(b"\x0a", encoded)
 
 
-def _cacheable(value: Any) -> bool:
-    # Only types whose equality implies the same bytes: 1 == 1.0 == True, so no floats, no
-    # bools, and no tuples holding them.
-    kind = type(value)
-    if kind is str:
-        return len(value) <= _CACHED_VALUE_MAX_CHARS
-    if kind is int:
-        return True
-    if kind is tuple:
-        return len(value) <= 16 and all(
-            type(item) is str and len(item) <= _CACHED_VALUE_MAX_CHARS for item in value
-        )
-    return False
+def _cacheable_tuple(value: tuple[Any, ...]) -> bool:
+    # Cached pairs hold only types whose equality implies the same bytes (1 == 1.0 == True):
+    # exact strs and ints (TraceRequestEncoder.attributes), and tuples of short strs.
+    return len(value) <= 16 and all(
+        type(item) is str and len(item) <= _CACHED_VALUE_MAX_CHARS for item in value
+    )
 
 
 def _any_value(value: Any) -> bytes:

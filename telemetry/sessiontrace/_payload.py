@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "REDACTED",
+    "EncodedPayload",
     "encode_payload",
     "scrub",
 ]
@@ -57,12 +58,36 @@ _SECRET_ASSIGNMENT = re.compile(
 _SECRET_WORDS = ("token", "secret", "passw", "pwd", "api", "private", "credential")
 _CASE_EQUIVALENTS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
 
+# Compact JSON that keeps non-ASCII text as it is. One encoder for every call: json.dumps
+# with these options builds a new one each time, a third of what a small payload costs.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# The fewest digits _CARD_CANDIDATE matches.
+_CARD_MIN_DIGITS = 13
+
+# `_is_sensitive_key`'s answers by key; started afresh when full, so keys a client
+# makes up cannot grow it without bound. Setting and clearing a dict is atomic under
+# the GIL, and two threads that compute the same answer store the same thing.
+_SENSITIVE_KEYS: dict[str, bool] = {}
+_SENSITIVE_KEYS_MAX = 1024
+
+
+class EncodedPayload(str):
+    """Text that `encode_payload` wrote: scrubbed (or a summary), within its cap.
+
+    A marker, as markupsafe's `Markup` marks escaped text: where the session processor
+    scrubs what other libraries record (sessiontrace._content), it leaves such a value as
+    it is instead of scrubbing it a second time, 30-50 us a chat span. Anything made from
+    it (a slice, a concatenation) is a plain str again, and is scrubbed.
+    """
+
+    __slots__ = ()
+
 
 def scrub(value: Any) -> Any:
     """A copy of `value` with secret-looking keys redacted and secrets in strings masked."""
     if isinstance(value, str):
         return _mask_string(value)
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):  # the ABC test is the slow one
         return {
             str(key): REDACTED if _is_sensitive_key(str(key)) else scrub(item)
             for key, item in value.items()
@@ -82,23 +107,33 @@ def encode_payload(value: Any, *, max_bytes: int, mask_content: bool = False) ->
     before scrubbing, so a payload that cannot be kept is never scrubbed:
     scrubbing is the costly part, and a request near the body limit would
     otherwise hold the event loop for a noticeable time.
+
+    The text is an `EncodedPayload`, a str the session processor knows is
+    scrubbed already (sessiontrace._content).
     """
     if max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    raw = _encode(value)
-    if raw is not None:
+    unscrubbed = _encode(value)
+    if unscrubbed is not None:
+        raw = unscrubbed[1]
         if mask_content:
-            return _summary("masked", raw)
+            return EncodedPayload(_summary("masked", raw))
         if len(raw) > max_bytes:
-            return _summary("over_cap", raw, cap=max_bytes)
-    encoded = json.dumps(scrub(value), ensure_ascii=False, separators=(",", ":"))
-    scrubbed = encoded.encode("utf-8")
+            return EncodedPayload(_summary("over_cap", raw, cap=max_bytes))
+    cleaned = scrub(value)
+    # Equal only when scrubbing masked nothing and changed no type (a tuple becomes a
+    # list, a key a str): then it encodes to the very same text, already at hand.
+    if unscrubbed is not None and cleaned == value:
+        encoded, scrubbed = unscrubbed
+    else:
+        encoded = _JSON.encode(cleaned)
+        scrubbed = encoded.encode("utf-8")
     if mask_content:
-        return _summary("masked", scrubbed)
+        return EncodedPayload(_summary("masked", scrubbed))
     # Masks can be longer than what they replace, so check again.
     if len(scrubbed) > max_bytes:
-        return _summary("over_cap", scrubbed, cap=max_bytes)
-    return encoded
+        return EncodedPayload(_summary("over_cap", scrubbed, cap=max_bytes))
+    return EncodedPayload(encoded)
 
 
 def encode_text(text: str, *, max_bytes: int, mask_content: bool = False) -> str:
@@ -134,9 +169,10 @@ def encode_text(text: str, *, max_bytes: int, mask_content: bool = False) -> str
     return _summary("over_cap", encoded, cap=max_bytes) if len(encoded) > max_bytes else scrubbed
 
 
-def _encode(value: Any) -> bytes | None:
+def _encode(value: Any) -> tuple[str, bytes] | None:
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        text = _JSON.encode(value)
+        return text, text.encode("utf-8")
     except (TypeError, ValueError):
         return None  # not plain JSON (odd keys or types): scrub() normalises it first
 
@@ -153,6 +189,18 @@ def _summary(reason: str, raw: bytes, *, cap: int | None = None) -> str:
 
 
 def _is_sensitive_key(key: str) -> bool:
+    # Payloads repeat a few keys ("role", "content", "parts"): the answer is kept, as the
+    # test costs 2-4 us a key and scrubbing a chat message tests four of them.
+    known = _SENSITIVE_KEYS.get(key)
+    if known is None:
+        known = _key_is_sensitive(key)
+        if len(_SENSITIVE_KEYS) >= _SENSITIVE_KEYS_MAX:
+            _SENSITIVE_KEYS.clear()
+        _SENSITIVE_KEYS[key] = known
+    return known
+
+
+def _key_is_sensitive(key: str) -> bool:
     normalized = _KEY_SEPARATORS.sub("", key.lower())
     # "access_token", "token", "csrfToken" are secrets; "max_tokens" and
     # "input_tokens" are counts.
@@ -166,6 +214,8 @@ def _mask_string(text: str) -> str:
     # them, and each pattern costs 15-70 us a KB where these tests cost well under 1 us.
     # The masks written here hold none of them, so testing the original text is enough.
     # Case-insensitive patterns also match four non-ASCII letters to ASCII ones.
+    if text.isalpha():
+        return text  # every pattern needs a digit, a space or a sign: a role, a type
     folded = (text if text.isascii() else text.translate(_CASE_EQUIVALENTS)).lower()
     if "k-" in text:
         text = _API_KEY.sub(REDACTED, text)
@@ -175,6 +225,9 @@ def _mask_string(text: str) -> str:
         text = _SECRET_ASSIGNMENT.sub(_mask_assignment, text)
     if "@" in text:
         text = _EMAIL.sub("[EMAIL]", text)
+    # Roles, types, names: too short to hold a card number, and the most common texts.
+    if len(text) < _CARD_MIN_DIGITS:
+        return text
     return _CARD_CANDIDATE.sub(_mask_card, text)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context, get_current
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import INVALID_SPAN, SpanKind, set_span_in_context
 
@@ -22,6 +25,7 @@ from sessiontrace.attributes import (
 )
 from sessiontrace._content import CONTENT_KEYS, content_keys, rewrite_content
 from sessiontrace._context import SESSION_KEY, SessionContext
+from sessiontrace._span_store import stamp_starting_span
 from sessiontrace._trace_attributes import CONTENT_MASKED, SESSIONTRACE_CONTENT
 
 __all__ = ["SessionSpanProcessor"]
@@ -32,6 +36,24 @@ logger = logging.getLogger(__name__)
 # _SPAN_KEY), found through the public API: a plain get costs ~50 ns where
 # get_current_span costs 170-260 ns, on every span started with no session bound.
 _SPAN_KEY = next(iter(set_span_in_context(INVALID_SPAN, Context())))
+
+
+def _current_context_reader() -> Callable[[], Context]:
+    """`get_current`, or what it calls: the default runtime context's ContextVar.get.
+
+    get_current is two Python calls around that C call, on every span (a tenth of what
+    this processor costs a span, bench/processor_overhead.py). Another runtime context
+    (OTEL_PYTHON_CONTEXT) is read through get_current.
+    """
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    current = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(current, ContextVar):
+        read: Callable[[], Context] = current.get
+        return read
+    return get_current
+
+
+_get_current = _current_context_reader()
 
 
 class SessionSpanProcessor(SpanProcessor):
@@ -94,7 +116,7 @@ class SessionSpanProcessor(SpanProcessor):
             if parent_context is not None:
                 session = parent_context.get(SESSION_KEY)
             if session is None:
-                current = get_current()
+                current = _get_current()
                 session = current.get(SESSION_KEY)
                 if session is None:
                     # Started after its run's bind_session block exited (an ASGI `http
@@ -105,7 +127,9 @@ class SessionSpanProcessor(SpanProcessor):
                     if parent is None or not _inherit(span, parent):
                         self._unstamped.add(span.context.span_id)
                     return
-            _stamp(span, session._span_items, session._longest_value)  # noqa: SLF001
+            stamp_starting_span(
+                span, session._span_items, session._longest_value  # noqa: SLF001
+            )
         except Exception:
             if self._strict:
                 raise
@@ -146,14 +170,17 @@ class SessionSpanProcessor(SpanProcessor):
         # Before the exporting processors see the span (configure_tracing adds this one
         # first): they read the same dict. Masked when the span's session says so, by the
         # key stamped with it, so it holds wherever and whenever the span ends.
-        keys = content_keys(attributes)
+        mask_content = attributes.get(SESSIONTRACE_CONTENT) == CONTENT_MASKED
+        keys = content_keys(attributes, mask_content=mask_content)
+        if not keys:
+            return  # only the application's own payloads, encoded already
         try:
             if type(attributes) is not dict:
                 raise TypeError(f"span attributes kept in a {type(attributes).__name__}")
             bounded = getattr(span, "_attributes", None)
             rewrite_content(
                 attributes, keys,
-                mask_content=attributes.get(SESSIONTRACE_CONTENT) == CONTENT_MASKED,
+                mask_content=mask_content,
                 max_value_len=(
                     bounded.max_value_len if isinstance(bounded, BoundedAttributes) else None
                 ),
@@ -192,30 +219,6 @@ class SessionSpanProcessor(SpanProcessor):
             )
 
 
-def _stamp(span: Span, items: Mapping[str, Any], longest: int | None) -> None:
-    # This runs on every span, so it takes a fast path measured in bench/:
-    # the SDK's set_attribute re-validates, locks twice and copies, about
-    # 1.8 us an attribute, while these values were validated once (the
-    # session's when it was built, an inherited parent's by the SDK). The fast
-    # path writes the span's fresh attribute dict directly, only when the SDK's
-    # own rules would store the same thing: no value-length limit, or one that
-    # `longest` (the longest value; None: unknown) does not reach, and room
-    # under the count limit. A span still in `on_start` is not yet visible to
-    # any other thread. Anything else takes the public API.
-    attributes = getattr(span, "_attributes", None)
-    if type(attributes) is BoundedAttributes and (
-        attributes.max_value_len is None
-        or (longest is not None and longest <= attributes.max_value_len)
-    ):
-        store = getattr(attributes, "_dict", None)
-        if type(store) is dict and (
-            attributes.maxlen is None or len(store) + len(items) <= attributes.maxlen
-        ):
-            store.update(items)
-            return
-    span.set_attributes(items)
-
-
 def _inherit(span: Span, parent: object) -> bool:
     """Stamp `span` with the session its local parent span carries; False when it has none.
 
@@ -224,7 +227,7 @@ def _inherit(span: Span, parent: object) -> bool:
     the run's. Only a local SDK span is read: a remote parent is a client's word. The
     parent is in the span's own trace, so no second session can come in this way. The
     `langfuse.*` keys are the source, since other libraries overwrite `session.id` and
-    `user.id`; the span gets the same keys, in the same order, as `_stamp` writes.
+    `user.id`; the span gets the same keys, in the same order, as a bound session writes.
     """
     if type(parent) is not Span and not isinstance(parent, Span):  # a remote parent
         return False
@@ -246,5 +249,5 @@ def _inherit(span: Span, parent: object) -> bool:
         value = attributes.get(key)
         if value is not None:
             items[key] = value
-    _stamp(span, items, None)
+    stamp_starting_span(span, items, None)
     return True

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from service.graphs import Graph, GraphExecutor, GraphRunError, RunInput, default_registry
+from service.graphs import payloads
 from service.llm import ChatMessage, Completion, LLMError, OfflineProvider
-from sessiontrace import ContextPropagatingExecutor, derive_schedule_session_id
+from sessiontrace import (
+    ContextPropagatingExecutor,
+    SessionSpanProcessor,
+    _payload,
+    configure_tracing,
+    derive_schedule_session_id,
+    encode_payload,
+)
 from service.caller import CallerContext, MissingCallerError, bind_caller
 from sessiontrace.attributes import SESSION_ID, USER_ID
 
@@ -101,3 +111,70 @@ def test_a_failing_llm_call_fails_the_run_and_marks_its_spans_as_errors(
     assert not spans["invoke_agent builtin:chat"].status.is_ok
     assert not spans["chat offline-echo"].status.is_ok
     assert {(s.attributes or {}).get(SESSION_ID) for s in spans.values()} == {caller().session_id}
+
+
+def _untraced_provider(kind: str, monkeypatch: pytest.MonkeyPatch) -> TracerProvider:
+    if kind == "OTEL_SDK_DISABLED":
+        monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+        return configure_tracing(service_name="test", exporter=InMemorySpanExporter())
+    sampled_out = TracerProvider(sampler=ALWAYS_OFF)  # every span a NonRecordingSpan
+    sampled_out.add_span_processor(SessionSpanProcessor(strict=True))
+    return sampled_out
+
+
+def _count_payload_work(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Calls of what encodes a payload and of what scrubs any text, counted from now on."""
+    calls = {"encode_payload": 0, "scrub text": 0}
+
+    def counting(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return counted
+
+    monkeypatch.setattr(payloads, "encode_payload",
+                        counting("encode_payload", encode_payload))
+    monkeypatch.setattr(_payload, "_mask_string", counting("scrub text", _payload._mask_string))
+    return calls
+
+
+def _run_review(executor: GraphExecutor, *, fail: bool = False) -> None:
+    async def run() -> None:
+        asyncio.get_running_loop().set_default_executor(ContextPropagatingExecutor())
+        with bind_caller(caller()):
+            await executor.run(graph(), INPUT)
+
+    if fail:
+        with pytest.raises(GraphRunError):
+            asyncio.run(run())
+    else:
+        asyncio.run(run())
+
+
+@pytest.mark.parametrize("untraced", ["OTEL_SDK_DISABLED", "sampled out"])
+def test_a_run_whose_spans_do_not_record_scrubs_and_encodes_no_payload(
+    untraced: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = _untraced_provider(untraced, monkeypatch)
+    calls = _count_payload_work(monkeypatch)
+    tracer = provider.get_tracer("test")
+
+    # The governance review: run input and output, two LLM calls, two tools; then a run
+    # that fails, whose error a recording span would show scrubbed.
+    _run_review(GraphExecutor(tracer=tracer, llm=OfflineProvider()))
+    _run_review(GraphExecutor(tracer=tracer, llm=FailingProvider()), fail=True)
+
+    assert calls == {"encode_payload": 0, "scrub text": 0}
+
+
+def test_a_recording_run_encodes_each_payload_once(
+    executor: GraphExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The counterpart of the test above, so that its zero counts mean something.
+    calls = _count_payload_work(monkeypatch)
+
+    _run_review(executor)
+
+    # Run input and output, each LLM call's messages in and out, each tool's in and out.
+    assert calls["encode_payload"] == 2 + 2 * 2 + 2 * 2
+    assert calls["scrub text"] > 0

@@ -9,12 +9,14 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sessiontrace import _payload
+from sessiontrace import _content, _payload
 from sessiontrace import (
     CONTENT_ATTRIBUTE_CAP,
     SessionContext,
@@ -168,6 +170,36 @@ def test_payloads_encoded_by_the_library_come_back_unchanged(
     first, *rest = exporter.get_finished_spans()
     assert _attributes(first)[GEN_AI_INPUT_MESSAGES] == scrubbed
     assert [_attributes(span)[GEN_AI_OUTPUT_MESSAGES] for span in rest] == summaries
+
+
+def test_a_payload_encoded_by_the_library_is_not_scrubbed_again_unless_the_session_masks(
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_session: MakeSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rewrites: list[str] = []
+
+    def counted(text: str, **kwargs: Any) -> str:
+        rewrites.append(text)
+        return _payload.encode_text(text, **kwargs)  # what _content calls it by
+
+    monkeypatch.setattr(_content, "encode_text", counted)
+    messages = [{"role": "user", "parts": [{"type": "text", "content": f"hi {ADDRESS}"}]}]
+    encoded = encode_payload(messages, max_bytes=CONTENT_ATTRIBUTE_CAP)
+    with binding(make_session()):
+        _record(provider, {GEN_AI_INPUT_MESSAGES: encoded})
+    assert rewrites == []  # scrubbed once, by encode_payload
+    # A plain str holding the same text (or made from it) is another library's: scrubbed.
+    with binding(make_session()):
+        _record(provider, {GEN_AI_INPUT_MESSAGES: str(encoded) + " "})
+    assert len(rewrites) == 1
+    # A masking session masks it, even though it was only scrubbed.
+    with binding(make_session(mask_content=True)):
+        _record(provider, {GEN_AI_INPUT_MESSAGES: encoded})
+
+    first, second, masked = exporter.get_finished_spans()
+    assert _attributes(first)[GEN_AI_INPUT_MESSAGES] == encoded
+    assert ADDRESS not in _attributes(second)[GEN_AI_INPUT_MESSAGES]
+    assert json.loads(_attributes(masked)[GEN_AI_INPUT_MESSAGES])["omitted"] == "masked"
 
 
 def test_rewritten_content_respects_the_attribute_length_limit(

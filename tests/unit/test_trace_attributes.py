@@ -49,6 +49,9 @@ def test_the_root_carries_the_trace_metadata_and_other_spans_do_not(
     assert session.root_attributes[META + "schedule_id"] == "governance:community"
     assert session.root_attributes[LANGFUSE_TRACE_NAME] == "builtin:chat"
     assert not [key for key in session.span_attributes if key.startswith(META)]
+    # A span given the metadata alone, and stamped with the span set, carries the root set.
+    assert {**session.span_attributes, **session.metadata_attributes} == session.root_attributes
+    assert all(key.startswith(META) for key in session.metadata_attributes)
 
 
 def test_without_a_trace_name_or_tags_their_keys_are_left_out(make_session: MakeSession) -> None:
@@ -109,6 +112,26 @@ def test_bind_caller_makes_the_open_span_the_root_with_metadata_input_and_output
     assert root[LANGFUSE_OBSERVATION_OUTPUT] == root[LANGFUSE_TRACE_OUTPUT] == '{"a":2}'
     assert LANGFUSE_OBSERVATION_INPUT not in run
     assert run[LANGFUSE_TRACE_NAME] == "builtin:chat"
+
+
+def test_set_trace_io_with_the_run_span_writes_both_the_root_and_the_run_span_once(
+    provider: TracerProvider, exporter: InMemorySpanExporter, make_session: MakeSession
+) -> None:
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("POST /chat"), binding(make_session()):
+        with tracer.start_as_current_span("invoke_agent") as run:
+            set_trace_io(input="in", output="out", span=run)
+    # Without an open span at bind time, the run span is the root: written once.
+    with binding(make_session()), tracer.start_as_current_span("scheduled") as alone:
+        set_trace_io(input="in", span=alone)
+
+    spans = {span.name: span.attributes or {} for span in exporter.get_finished_spans()}
+    for name in ("POST /chat", "invoke_agent"):
+        written = spans[name]
+        assert written[LANGFUSE_OBSERVATION_INPUT] == written[LANGFUSE_TRACE_INPUT] == "in"
+        assert written[LANGFUSE_OBSERVATION_OUTPUT] == written[LANGFUSE_TRACE_OUTPUT] == "out"
+    assert spans["scheduled"][LANGFUSE_TRACE_INPUT] == "in"
+    assert LANGFUSE_TRACE_OUTPUT not in spans["scheduled"]
 
 
 def test_without_an_open_span_set_trace_io_leaves_the_run_span_to_carry_them(
