@@ -39,7 +39,8 @@ BREAKDOWN: list[tuple[str, Callable[[Stack], bool]]] = [
     ("OpenTelemetry ASGI/FastAPI instrumentation, its own code (self time)",
      lambda s: any(f"({path}" in s[-1] for path in _INSTRUMENTATION)),
     ("SessionSpanProcessor", lambda s: _has(s, "SessionSpanProcessor.")),
-    ("telemetry payload encoding (telemetry/sessiontrace/_payload.py)", lambda s: _has(s, "telemetry/sessiontrace/_payload")),
+    ("payload scrubbing and encoding (sessiontrace/_payload.py)",
+     lambda s: _has(s, "sessiontrace/_payload.py")),
     ("logging (access log)", lambda s: _calls(s, "StreamHandler.emit")),
 ]
 
