@@ -267,29 +267,49 @@ def test_a_locked_postgres_answers_503_database_busy_and_nothing_is_kept(
     assert record is not None and record.attempts == 1
 
 
-def test_a_stopped_postgres_answers_503_and_the_service_recovers_once_it_is_back(
-    service_factory: ServiceFactory, tmp_path: Path
-) -> None:
-    # Its own server, so stopping it leaves the module's alone.
-    with start_postgres() as own:
-        url = own.create_database("stopped")
+@dataclass
+class OwnPostgres:
+    """A Postgres server of one test's own, and one service on it (tracing off)."""
+
+    server: PostgresServer
+    service: ServiceHandle
+    account: DemoAccount
+
+    def chat(self, client: httpx.Client) -> httpx.Response:
+        return client.post(
+            "/api/v1/ai/chat",
+            json={"graphId": "builtin:chat", "messages": [{"role": "user", "content": "hello"}]},
+            headers={"Authorization": f"Bearer {self.account.api_key}"},
+        )
+
+
+@pytest.fixture
+def own_postgres(service_factory: ServiceFactory, tmp_path: Path) -> Iterator[OwnPostgres]:
+    # Its own server, so stopping or pausing it leaves the module's alone.
+    with start_postgres() as server:
+        url = server.create_database("own")
         account = provision_demo(url)
         service = service_factory(
             otlp_endpoint=f"http://127.0.0.1:{free_port()}", OTEL_SDK_DISABLED="true",
             DATABASE_URL=url, SESSIONTRACE_SPOOL_DIR=str(tmp_path / "spool"),
         )
-        chat = {"graphId": "builtin:chat", "messages": [{"role": "user", "content": "hello"}]}
-        user = {"Authorization": f"Bearer {account.api_key}"}
-        with httpx.Client(base_url=service.url, timeout=60) as client:
-            before = client.post("/api/v1/ai/chat", json=chat, headers=user)
-            own.stop()
-            down = [client.post("/api/v1/ai/chat", json=chat, headers=user) for _ in range(2)]
-            unready = client.get("/readyz")
-            own.start()
-            wait_until(
-                lambda: client.post("/api/v1/ai/chat", json=chat, headers=user).status_code == 200,
-                timeout=60, interval=0.5, message="the service answering once Postgres is back",
-            )
+        yield OwnPostgres(server, service, account)
+
+
+def test_a_stopped_postgres_answers_503_and_the_service_recovers_once_it_is_back(
+    own_postgres: OwnPostgres,
+) -> None:
+    own = own_postgres.server
+    with httpx.Client(base_url=own_postgres.service.url, timeout=60) as client:
+        before = own_postgres.chat(client)
+        own.stop()
+        down = [own_postgres.chat(client) for _ in range(2)]
+        unready = client.get("/readyz")
+        own.start()
+        wait_until(
+            lambda: own_postgres.chat(client).status_code == 200,
+            timeout=60, interval=0.5, message="the service answering once Postgres is back",
+        )
 
     assert before.status_code == 200
     for answer in down:
@@ -299,34 +319,26 @@ def test_a_stopped_postgres_answers_503_and_the_service_recovers_once_it_is_back
 
 
 def test_a_hung_postgres_answers_503_within_a_bound_and_the_service_recovers_when_it_resumes(
-    service_factory: ServiceFactory, tmp_path: Path
+    own_postgres: OwnPostgres,
 ) -> None:
     # SIGSTOP keeps every connection open and unanswered, which neither libpq nor TCP notices
     # on loopback: only the service's own bound on a store call ends the request.
-    with start_postgres() as own:
-        url = own.create_database("hung")
-        account = provision_demo(url)
-        service = service_factory(
-            otlp_endpoint=f"http://127.0.0.1:{free_port()}", OTEL_SDK_DISABLED="true",
-            DATABASE_URL=url, SESSIONTRACE_SPOOL_DIR=str(tmp_path / "spool"),
+    own, service, account = own_postgres.server, own_postgres.service, own_postgres.account
+    with httpx.Client(base_url=service.url, timeout=120) as client:
+        before = own_postgres.chat(client)
+        own.pause()
+        try:
+            hung_chat = own_postgres.chat(client)
+            hung_run = run_request(service, account, key="governance:community:hung")
+            unready = client.get("/readyz")
+            alive = client.get("/healthz")
+        finally:
+            own.resume()
+        wait_until(
+            lambda: own_postgres.chat(client).status_code == 200,
+            timeout=60, interval=0.5, message="the service answering once Postgres resumes",
         )
-        chat = {"graphId": "builtin:chat", "messages": [{"role": "user", "content": "hello"}]}
-        user = {"Authorization": f"Bearer {account.api_key}"}
-        with httpx.Client(base_url=service.url, timeout=120) as client:
-            before = client.post("/api/v1/ai/chat", json=chat, headers=user)
-            own.pause()
-            try:
-                hung_chat = client.post("/api/v1/ai/chat", json=chat, headers=user)
-                hung_run = run_request(service, account, key="governance:community:hung")
-                unready = client.get("/readyz")
-                alive = client.get("/healthz")
-            finally:
-                own.resume()
-            wait_until(
-                lambda: client.post("/api/v1/ai/chat", json=chat, headers=user).status_code == 200,
-                timeout=60, interval=0.5, message="the service answering once Postgres resumes",
-            )
-        after_run = run_request(service, account, key="governance:community:after")
+    after_run = run_request(service, account, key="governance:community:after")
 
     assert before.status_code == 200
     for answer in (hung_chat, hung_run):
