@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Annotated
 
 import anyio
@@ -106,14 +107,14 @@ async def chat(
         try:
             outcome = await _run_while_connected(request, executor, graph, body.run_input())
         except GraphRunError as exc:
-            _mark_server_span(exc.status_message)
+            _mark_server_span(lambda: exc.status_message)
             ids = _run_ids(caller, state_key, exc.trace_id)
             raise ApiError(502, "run_failed", str(exc), extra=ids) from exc
         except Exception as exc:
             logger.exception("graph %s: run %s failed", graph.id, caller.run_id)
             # Not a node's failure: its message may hold anything, whatever the account's
             # masking, so the span gets the error's type only.
-            _mark_server_span(error_message(exc, mask_content=True))
+            _mark_server_span(lambda: error_message(exc, mask_content=True))
             ids = _run_ids(caller, state_key, current_trace_id())
             raise ApiError(500, "internal_error", "internal server error", extra=ids) from exc
     if outcome is None:
@@ -168,9 +169,12 @@ def _run_ids(caller: CallerContext, state_key: str, trace_id: str | None) -> dic
     return ids.model_dump(mode="json", by_alias=True)
 
 
-def _mark_server_span(status_message: str) -> None:
-    """Give the HTTP server span, which its instrumentation marks ERROR, the error's message."""
+def _mark_server_span(status_message: Callable[[], str]) -> None:
+    """Give the HTTP server span, which its instrumentation marks ERROR, the error's message.
+
+    The message is made (its text scrubbed) only for a span that records.
+    """
     # The run's spans have ended: the current span is the server span again.
     span = trace.get_current_span()
     if span.is_recording():
-        mark_failed_request(span, status_message)
+        mark_failed_request(span, status_message())

@@ -7,13 +7,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+from api_support import Seed, chat_body
+from service.config import Settings
 from service.graphs import Graph, GraphExecutor, GraphRunError, RunInput, default_registry
 from service.graphs import payloads
 from service.llm import ChatMessage, Completion, LLMError, OfflineProvider
+from service.main import create_app
 from sessiontrace import (
     ContextPropagatingExecutor,
     SessionSpanProcessor,
@@ -164,6 +168,22 @@ def test_a_run_whose_spans_do_not_record_scrubs_and_encodes_no_payload(
     _run_review(GraphExecutor(tracer=tracer, llm=OfflineProvider()))
     _run_review(GraphExecutor(tracer=tracer, llm=FailingProvider()), fail=True)
 
+    assert calls == {"encode_payload": 0, "scrub text": 0}
+
+
+@pytest.mark.parametrize("untraced", ["OTEL_SDK_DISABLED", "sampled out"])
+def test_a_failed_chat_whose_spans_do_not_record_scrubs_no_error_message(
+    untraced: str, settings: Settings, seed: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider = _untraced_provider(untraced, monkeypatch)
+    app = create_app(settings, tracer_provider=provider, llm_provider=FailingProvider())
+    with TestClient(app) as client:
+        calls = _count_payload_work(monkeypatch)
+        response = client.post("/api/v1/ai/chat", json=chat_body(),
+                               headers={"Authorization": f"Bearer {seed.alice_key}"})
+
+    # The route marks the server span with the node's error, scrubbed, only if it records.
+    assert response.status_code == 502, response.text
     assert calls == {"encode_payload": 0, "scrub text": 0}
 
 
