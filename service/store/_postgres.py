@@ -3,13 +3,16 @@
 Each transaction borrows a pooled connection and gives it back, so any thread may run one. A
 lock wait is bounded by `lock_timeout` (the busy timeout, as SQLite's busy_timeout bounds
 its own), and borrowing waits at most as long: a locked table, a full pool or a server that
-does not answer fails like SQLite's "database is locked" (`is_busy_error`). A pooled
-connection that broke (the server restarted) fails once and is replaced.
+does not answer fails like SQLite's "database is locked" (`is_busy_error`). When a pooled
+connection turns out broken (the server restarted), the transaction on it fails, and the pool's
+other idle connections are checked at once: after a restart one request fails, not one per
+pooled connection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import zlib
@@ -19,11 +22,13 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.store._engine import POSTGRES, Connection, Row
 
 __all__ = ["PostgresEngine", "is_busy_error"]
+
+logger = logging.getLogger(__name__)
 
 # SQLSTATEs that say "not now" rather than "never": a lock or statement timeout, a
 # serialization failure or deadlock (the transaction was rolled back whole), a server
@@ -31,6 +36,8 @@ __all__ = ["PostgresEngine", "is_busy_error"]
 _BUSY_SQLSTATES = frozenset({
     "55P03", "57014", "40001", "40P01", "57P01", "57P02", "57P03", "53300",
 })
+# The server ended the connection: it shut down, fast or after a crash.
+_CONNECTION_ENDED = frozenset({"57P01", "57P02"})
 # Serialises migrations of one database across processes (pg_advisory_xact_lock).
 _MIGRATION_LOCK = zlib.crc32(b"sessiontrace schema migration")
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
@@ -47,16 +54,23 @@ class PostgresEngine:
         self._url = url
         self._connect_options = _connect_options(url, busy_timeout=busy_timeout)
         self._lock = threading.Lock()
+        self._checking = threading.Lock()
         self._pool: ConnectionPool[psycopg.Connection[Row]] | None = None
 
     @contextlib.contextmanager
     def transaction(self, *, write: bool, busy_timeout: float | None) -> Iterator[Connection]:
         # `write` needs nothing here: rows read to be changed are locked (FOR UPDATE).
         wait = self.busy_timeout if busy_timeout is None else busy_timeout
-        with self._get_pool().connection(timeout=max(wait, 0.001)) as raw:
-            if busy_timeout is not None and busy_timeout != self.busy_timeout:
-                raw.execute(f"SET LOCAL lock_timeout = {_milliseconds(busy_timeout):d}")
-            yield Connection(raw.execute, POSTGRES)
+        pool = self._get_pool()
+        try:
+            with pool.connection(timeout=max(wait, 0.001)) as raw:
+                if busy_timeout is not None and busy_timeout != self.busy_timeout:
+                    raw.execute(f"SET LOCAL lock_timeout = {_milliseconds(busy_timeout):d}")
+                yield Connection(raw.execute, POSTGRES)
+        except psycopg.OperationalError as exc:
+            if _broke_a_connection(exc):
+                self._check_idle_connections(pool)
+            raise
 
     @contextlib.contextmanager
     def migrating(self) -> Iterator[Connection]:
@@ -86,6 +100,20 @@ class PostgresEngine:
         if pool is not None:
             pool.close()
 
+    def _check_idle_connections(self, pool: ConnectionPool[psycopg.Connection[Row]]) -> None:
+        # The pool finds a broken connection only when it is handed back, so after a restart
+        # every idle one would fail a request of its own. `check()` takes them all out at once
+        # (new requests get fresh connections meanwhile) and replaces the broken ones; one
+        # check at a time is enough.
+        if not self._checking.acquire(blocking=False):
+            return
+        try:
+            pool.check()
+        except Exception:
+            logger.exception("checking the pool's idle connections failed")
+        finally:
+            self._checking.release()
+
     def _get_pool(self) -> ConnectionPool[psycopg.Connection[Row]]:
         pool = self._pool
         if pool is not None:
@@ -113,6 +141,15 @@ def is_busy_error(exc: BaseException) -> bool:
     state = exc.sqlstate
     # No SQLSTATE: the connection failed or broke, or the pool had none to lend in time.
     return state is None or state.startswith("08") or state in _BUSY_SQLSTATES
+
+
+def _broke_a_connection(exc: psycopg.OperationalError) -> bool:
+    # No SQLSTATE, class 08 or the server's shutdown notice (57P01, 57P02); not the pool's
+    # own "no connection in time": no connection was used, and a full pool is not broken.
+    if isinstance(exc, PoolTimeout):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in _CONNECTION_ENDED
 
 
 def _connect_options(url: str, *, busy_timeout: float) -> dict[str, Any]:

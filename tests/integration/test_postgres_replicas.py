@@ -318,6 +318,38 @@ def test_a_stopped_postgres_answers_503_and_the_service_recovers_once_it_is_back
     assert unready.status_code == 503 and unready.json()["error"] == "not_ready"
 
 
+def test_after_a_postgres_restart_one_request_fails_not_one_per_pooled_connection(
+    own_postgres: OwnPostgres,
+) -> None:
+    own = own_postgres.server
+
+    def service_connections() -> int:
+        with psycopg.connect(own.url()) as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessiontrace'"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    with httpx.Client(base_url=own_postgres.service.url, timeout=60) as client:
+        # Concurrent chats make the pool lend (and keep) several connections at once.
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            wait_until(
+                lambda: all(a.status_code == 200 for a in pool.map(
+                    lambda _: own_postgres.chat(client), range(24)))
+                and service_connections() >= 4,
+                timeout=60, interval=0, message="the pool holding four connections or more",
+            )
+        pooled = service_connections()
+        own.stop()
+        own.start()
+        answers = [own_postgres.chat(client).status_code for _ in range(pooled + 2)]
+
+    # Every pooled connection broke with the restart: the first request on one of them
+    # fails, and the pool replaces the others before they fail a request of their own.
+    assert answers.count(503) <= 1, (pooled, answers)
+    assert answers[1:] == [200] * (len(answers) - 1), (pooled, answers)
+
+
 def test_a_hung_postgres_answers_503_within_a_bound_and_the_service_recovers_when_it_resumes(
     own_postgres: OwnPostgres,
 ) -> None:
