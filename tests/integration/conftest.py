@@ -16,6 +16,7 @@ import pytest
 
 from devstack.demo import DemoAccount, provision_demo
 from devstack.processes import REPO_ROOT
+from llm_stub import LLMStub, serve_llm_stub
 from devstack.stack import (
     COLLECTOR_BINARY,
     CollectorHandle,
@@ -157,3 +158,10 @@ def pytest_runtest_makereport(
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture
+def llm_stub() -> Iterator[LLMStub]:
+    """An OpenAI-compatible LLM endpoint whose answers wait for `llm_stub.release`."""
+    with serve_llm_stub() as stub:
+        yield stub

@@ -8,19 +8,16 @@ operator's `sqlite3` shell would.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import closing
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
+from llm_stub import LLMStub
 from devstack.demo import GOVERNANCE_GRAPH, DemoAccount
 from devstack.processes import free_port, wait_until
 from devstack.stack import ServiceHandle
@@ -37,48 +34,6 @@ KEY = "governance:community:2026-11-23T08:00:00Z"
 # Longer than one write waits for a lock, shorter than storing an outcome keeps retrying.
 LOCK_SECONDS = BUSY_TIMEOUT_SECONDS + 2
 assert LOCK_SECONDS < FINISH_RETRY_SECONDS
-
-
-@dataclass
-class LLMStub:
-    """An OpenAI-compatible chat-completions endpoint that answers each call once released."""
-
-    url: str
-    release: threading.Event = field(default_factory=threading.Event)
-    calls: int = 0
-
-
-@pytest.fixture
-def llm_stub() -> Iterator[LLMStub]:
-    port = free_port()
-    stub = LLMStub(url=f"http://127.0.0.1:{port}/v1")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            stub.calls += 1
-            stub.release.wait(timeout=60)
-            body = json.dumps({
-                "model": "stub-model",
-                "choices": [{"message": {"role": "assistant", "content": "all quiet"}}],
-                "usage": {"prompt_tokens": 4, "completion_tokens": 2},
-            }).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield stub
-    stub.release.set()
-    server.shutdown()
-    server.server_close()
 
 
 def run_request(service: ServiceHandle, account: DemoAccount) -> httpx.Response:

@@ -8,12 +8,9 @@ sink; an LLM stub in this process holds each call until released, so a run stays
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import httpx
 import psycopg
 import pytest
 
+from llm_stub import LLMStub
 from devstack.delivery import wait_for_sink
 from devstack.demo import GOVERNANCE_GRAPH, DemoAccount, provision_demo
 from devstack.postgres import PostgresServer, start_postgres
@@ -40,54 +38,6 @@ KEY = "governance:community:2026-11-23T08:00:00Z"
 RUN_TIMEOUT_SECONDS = 5
 PENDING_TIMEOUT_SECONDS = RUN_TIMEOUT_SECONDS + 31
 _DATABASES = iter(range(1, 1_000))
-
-
-@dataclass
-class LLMStub:
-    """An OpenAI-compatible chat-completions endpoint that answers each call once released."""
-
-    url: str
-    release: threading.Event = field(default_factory=threading.Event)
-    calls: int = 0
-
-
-@pytest.fixture
-def llm_stub() -> Iterator[LLMStub]:
-    port = free_port()
-    stub = LLMStub(url=f"http://127.0.0.1:{port}/v1")
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with lock:
-                stub.calls += 1
-            stub.release.wait(timeout=120)
-            body = json.dumps({
-                "model": "stub-model",
-                "choices": [{"message": {"role": "assistant", "content": "all quiet"}}],
-                "usage": {"prompt_tokens": 4, "completion_tokens": 2},
-            }).encode()
-            try:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:
-                pass  # the replica that asked was killed
-
-        def log_message(self, format: str, *args: object) -> None:
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield stub
-    stub.release.set()
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")

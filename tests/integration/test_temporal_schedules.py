@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import gzip
-import itertools
 import json
 import os
 import subprocess
@@ -34,6 +33,7 @@ from temporalio.client import (
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
+from llm_stub import LLMStub
 from devstack.demo import GOVERNANCE_GRAPH, DemoAccount
 from devstack.processes import REPO_ROOT, free_port, wait_until
 from devstack.stack import CollectorHandle, ServiceHandle, SinkHandle
@@ -481,49 +481,6 @@ def test_the_service_refuses_the_embedded_scheduler_together_with_temporal(
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-@dataclass
-class LLMStub:
-    """An OpenAI-compatible chat-completions endpoint that answers each call once released."""
-
-    url: str
-    release: threading.Event = field(default_factory=threading.Event)
-    calls: int = 0
-
-
-@pytest.fixture
-def llm_stub() -> Iterator[LLMStub]:
-    port = free_port()
-    stub = LLMStub(url=f"http://127.0.0.1:{port}/v1")
-    counter = itertools.count(1)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            stub.calls = next(counter)
-            stub.release.wait(timeout=120)
-            body = json.dumps({
-                "model": "stub-model",
-                "choices": [{"message": {"role": "assistant", "content": "all quiet"}}],
-                "usage": {"prompt_tokens": 4, "completion_tokens": 2},
-            }).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield stub
-    stub.release.set()
-    server.shutdown()
-    server.server_close()
 
 
 def _describe(*schedule_ids: str) -> Callable[[Client], Awaitable[list[Any]]]:
