@@ -43,7 +43,7 @@ BENCH_VENV := .venv-bench
 BENCH_PY   := $(BENCH_VENV)/bin/python
 BENCH_ARGS ?=
 
-bench: $(BENCH_VENV)/.installed collector
+bench: $(BENCH_VENV)/.installed collector bin/telemetrygen
 	$(BENCH_PY) bench/processor_overhead.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/encoder_overhead.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/trace_bytes.py $(BENCH_ARGS)
@@ -53,6 +53,10 @@ bench: $(BENCH_VENV)/.installed collector
 	$(BENCH_PY) bench/pipeline_throughput.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/pipeline_load.py $(BENCH_ARGS)
 	$(BENCH_PY) bench/pipeline_soak.py $(BENCH_ARGS)
+
+# The pipeline benchmarks' load generator (Go, from the Go module proxy; the collector's release).
+bin/telemetrygen: scripts/build-telemetrygen.sh
+	bash scripts/build-telemetrygen.sh
 
 $(BENCH_VENV)/.installed: pyproject.toml telemetry/pyproject.toml bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

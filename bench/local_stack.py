@@ -41,13 +41,16 @@ from devstack.stack import (
 __all__ = [
     "NullEndpoint",
     "Workspace",
+    "TELEMETRYGEN_BINARY",
     "build_collector",
+    "build_telemetrygen",
     "collector_version",
     "sink_span_counts",
     "workspace",
 ]
 
 BENCH_DIR = Path(__file__).resolve().parent
+TELEMETRYGEN_BINARY = REPO_ROOT / "bin" / "telemetrygen"
 # Variables of the parent shell that would reconfigure an SDK the benchmark configures itself.
 OTEL_CLEARED = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -73,6 +76,15 @@ def build_collector() -> Path:
         ["bash", "scripts/build-collector.sh"], cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL
     )
     return COLLECTOR_BINARY
+
+
+def build_telemetrygen() -> Path:
+    """bin/telemetrygen, built by scripts/build-telemetrygen.sh when missing or another version."""
+    subprocess.run(
+        ["bash", "scripts/build-telemetrygen.sh"], cwd=REPO_ROOT, check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return TELEMETRYGEN_BINARY
 
 
 def collector_version() -> str:

@@ -1,13 +1,16 @@
 """Several span generators at once, the real collector, a destination, and what each one counted.
 
 The pieces bench/pipeline_load.py (spans/s end to end) and bench/pipeline_soak.py (a million
-spans, collector memory) share. Generators are bench/span_generator.py processes, started
-together and released at once (`--wait-for-go`), each with its own share of the spans and its
-own sessions. The collector is bin/otelcol with otel-collector.yaml; the destination is either
+spans, collector memory) share. Generators are either bench/span_generator.py processes
+(Python, the library's own export path), started together and released at once
+(`--wait-for-go`), or telemetrygen processes (bench/pipeline_telemetrygen.py: Go, cheap enough
+that the pipeline behind them sets the rate), each with its own share of the spans and its own
+sessions. The collector is bin/otelcol with otel-collector.yaml; the destination is either
 bench/null_endpoint.py (answers as Langfuse would, counts spans, stores nothing) or the
 development sink (decodes every span into SQLite, Langfuse's contract enforced).
 
-Zero loss is checked three ways: every generator exported all its spans and dropped none; the
+Zero loss is checked three ways: every generator sent all its spans (the Python generators count
+what their exporter sent and the SDK dropped; telemetrygen sends a fixed number of traces); the
 collector accepted and sent exactly that many, failed, refused and failed to enqueue none, and
 holds nothing in its queue; the destination received exactly that many, each with a session.id.
 """
@@ -22,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from devstack.processes import wait_until
 
@@ -36,13 +39,28 @@ from pipeline_collector import (
     start_collector,
 )
 from pipeline_destination import Arrivals, start_destination, wait_for_arrivals
+from pipeline_telemetrygen import TelemetrygenFleet
+from span_generator import TRACE_SIZE
 
-__all__ = ["FleetRun", "Generators", "delivery_problems", "machine_busy_seconds", "run_fleet",
-           "shares"]
+__all__ = ["GENERATOR_KINDS", "Fleet", "FleetRun", "Generators", "delivery_problems",
+           "machine_busy_seconds", "make_fleet", "run_fleet", "shares"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 GENERATOR = Path(__file__).resolve().parent / "span_generator.py"
-TRACE_SIZE = 10  # spans per trace in span_generator.py
+GENERATOR_KINDS = {
+    "python": "bench/span_generator.py, the Python SDK",
+    "telemetrygen": "bin/telemetrygen, the OpenTelemetry project's load generator in Go",
+}
+
+
+class Fleet(Protocol):
+    """Generator processes: prepared by `start()`, sending from `go()`, reporting once done."""
+
+    def start(self) -> None: ...
+    def go(self) -> None: ...
+    def results(self) -> list[dict[str, Any]]: ...
+    def problems(self, reports: Sequence[dict[str, Any]]) -> list[str]: ...
+    def stop(self) -> None: ...
 
 
 def shares(total: int, count: int) -> list[int]:
@@ -60,7 +78,7 @@ def shares(total: int, count: int) -> list[int]:
 class Generators:
     """span_generator.py processes started together; `go()` releases them all at once."""
 
-    endpoint: str
+    endpoint: str  # the collector's OTLP/HTTP base URL
     spans: Sequence[int]
     log_dir: Path
     queue: int  # OTEL_BSP_MAX_QUEUE_SIZE of each
@@ -76,7 +94,7 @@ class Generators:
         }
         child_env = {k: v for k, v in (os.environ | env).items() if v is not None}
         for index, spans in enumerate(self.spans):
-            argv = [sys.executable, str(GENERATOR), "--endpoint", self.endpoint,
+            argv = [sys.executable, str(GENERATOR), "--endpoint", self.endpoint + "/v1/traces",
                     "--spans", str(spans), "--index", str(index), "--wait-for-go"]
             if self.rate:
                 argv += ["--rate", str(self.rate * spans / sum(self.spans))]
@@ -113,6 +131,15 @@ class Generators:
             log.close()
         return results
 
+    def problems(self, reports: Sequence[dict[str, Any]]) -> list[str]:
+        """Spans a generator's SDK did not export: failed, or dropped from its queue."""
+        return [
+            f"generator {i}: {g['exported']} of {g['spans']} exported, {g['failed']} failed, "
+            f"{g['dropped']} dropped in the BatchSpanProcessor"
+            for i, g in enumerate(reports)
+            if (g["exported"], g["failed"], g["dropped"]) != (g["spans"], 0, 0)
+        ]
+
     def stop(self) -> None:
         for process in self.processes:
             if process.poll() is None:
@@ -126,18 +153,12 @@ class Generators:
 
 def delivery_problems(
     expected: int,
-    generators: Sequence[dict[str, Any]],
+    generator_problems: Sequence[str],
     collector: CollectorReading,
     arrivals: Arrivals,
 ) -> list[str]:
     """Everything that says a span was lost, duplicated or unstamped; empty when none was."""
-    problems = [
-        f"generator {i}: {g['exported']} of {g['spans']} exported, {g['failed']} failed, "
-        f"{g['dropped']} dropped in the BatchSpanProcessor"
-        for i, g in enumerate(generators)
-        if (g["exported"], g["failed"], g["dropped"]) != (g["spans"], 0, 0)
-    ]
-    problems += collector.problems(expected)
+    problems = [*generator_problems, *collector.problems(expected)]
     got = (arrivals.spans, arrivals.distinct, arrivals.stamped, arrivals.rejected_requests)
     if got != (expected, expected, expected, 0):
         problems.append(
@@ -160,7 +181,9 @@ class FleetRun:
     """One load through the collector: what each process did and what arrived."""
 
     destination: str
-    generators: list[dict[str, Any]]  # each generator's JSON report
+    generator: str  # a GENERATOR_KINDS key
+    workers: int  # per generator process (telemetrygen's goroutines; 1 for Python)
+    generators: list[dict[str, Any]]  # each generator's report
     seconds: float  # first generator's first span to the last span at the destination
     cpu: dict[str, float]  # CPU seconds: "generators" (all), "collector", "destination"
     machine_busy: float  # CPU seconds every process on the machine used meanwhile
@@ -182,10 +205,27 @@ class FleetRun:
         return self.cpu[process] / self.spans * 1e6
 
 
+def make_fleet(
+    kind: str, endpoint: str, split: Sequence[int], log_dir: Path, *, queue: int, batch: int,
+    rate: float, workers: int,
+) -> Fleet:
+    """The generator processes of one run: `kind` is a GENERATOR_KINDS key."""
+    if kind == "python":
+        if workers != 1:
+            raise ValueError(f"a Python generator has one thread creating spans, got {workers}")
+        return Generators(endpoint, split, log_dir, queue=queue, batch=batch, rate=rate)
+    if kind == "telemetrygen":
+        return TelemetrygenFleet(endpoint, split, log_dir, queue=queue, batch=batch, rate=rate,
+                                 workers=workers)
+    raise ValueError(f"generator must be one of {', '.join(GENERATOR_KINDS)}, got {kind!r}")
+
+
 def run_fleet(
     space: Workspace,
     destination_kind: str,
     *,
+    generator: str = "python",
+    workers: int = 1,
     generators: int,
     spans: int,
     batch: int,
@@ -195,7 +235,8 @@ def run_fleet(
     collector_env: dict[str, str] | None = None,
     overlays: Sequence[str] = (),
 ) -> FleetRun:
-    """Run `spans` from `generators` processes through the collector; count everything.
+    """Run `spans` from `generators` processes of kind `generator` through the collector;
+    count everything.
 
     `queue`: each generator's OTEL_BSP_MAX_QUEUE_SIZE; None: its whole share, so the SDK never
     drops and what is measured is the pipeline behind it.
@@ -203,8 +244,8 @@ def run_fleet(
     destination = start_destination(space, destination_kind)
     collector = start_collector(space, destination, overlays, **(collector_env or {}))
     split = shares(spans, generators)
-    fleet = Generators(collector.otlp_http_url + "/v1/traces", split, space.root,
-                       queue=queue or max(split), batch=batch, rate=rate)
+    fleet = make_fleet(generator, collector.otlp_http_url, split, space.root,
+                       queue=queue or max(split), batch=batch, rate=rate, workers=workers)
     pids = {"collector": collector.process.pid, "destination": destination.pid}
     try:
         fleet.start()
@@ -214,7 +255,7 @@ def run_fleet(
         with CollectorSampler(collector, sample_interval) as sampler:
             fleet.go()
             reports = fleet.results()
-            # What the SDKs exported is what can arrive; a drop there is reported below.
+            # What the generators sent is what can arrive; a shortfall there is reported below.
             exported = sum(int(r["exported"]) for r in reports)
             arrivals = wait_for_arrivals(destination, exported)
             wait_until(lambda: read_collector(collector).sent >= exported, 60,
@@ -228,6 +269,8 @@ def run_fleet(
     reading = read_collector(collector)
     return FleetRun(
         destination=destination_kind,
+        generator=generator,
+        workers=workers,
         generators=reports,
         seconds=arrivals.last_at - min(float(r["started_at"]) for r in reports),
         cpu=cpu,
@@ -236,5 +279,5 @@ def run_fleet(
         samples=sampler.samples,
         collector_kib=(start_kib, memory_kib(pids["collector"], "VmHWM")),
         collector=reading,
-        problems=delivery_problems(spans, reports, reading, arrivals),
+        problems=delivery_problems(spans, fleet.problems(reports), reading, arrivals),
     )

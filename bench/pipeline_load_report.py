@@ -7,19 +7,40 @@ import os
 import platform
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 from common import command_line, git_revision, machine_line, package_versions, utc_now
 from local_stack import collector_version
+from pipeline_telemetrygen import telemetrygen_version
 from pipeline_destination import DESTINATIONS
-from pipeline_fleet import FleetRun
+from pipeline_fleet import GENERATOR_KINDS, FleetRun
 from pipeline_settings import collector_settings
 
-__all__ = ["TARGET", "report"]
+__all__ = ["TARGET", "Shape", "report"]
 
 TARGET = 25_000  # spans/s end to end through the collector (issue 14)
 CORES = os.cpu_count() or 1
 PACKAGES = ("opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http", "protobuf", "uvicorn")
-Groups = Mapping[tuple[str, int], Sequence[FleetRun]]
+
+
+class Shape(NamedTuple):
+    """One configuration of a run: what generated the load, how many, and where it went."""
+
+    generator: str
+    destination: str
+    processes: int
+    workers: int
+
+    @classmethod
+    def of(cls, run: FleetRun) -> Shape:
+        return cls(run.generator, run.destination, len(run.generators), run.workers)
+
+    def cells(self) -> str:
+        return f"{self.generator} | `{self.destination}` | {self.processes} | {self.workers}"
+
+
+Groups = Mapping[Shape, Sequence[FleetRun]]
+HEAD = "| generator | destination | processes | workers each "
 
 
 def _median(runs: Sequence[FleetRun], value: Callable[[FleetRun], float]) -> float:
@@ -35,20 +56,22 @@ def _mib(kib: float) -> str:
     return f"{kib / 1024:.0f}"
 
 
-def group(runs: Sequence[tuple[int, FleetRun]]) -> dict[tuple[str, int], list[FleetRun]]:
-    groups: dict[tuple[str, int], list[FleetRun]] = {}
-    for count, run in runs:
-        groups.setdefault((run.destination, count), []).append(run)
+def group(runs: Sequence[FleetRun]) -> dict[Shape, list[FleetRun]]:
+    groups: dict[Shape, list[FleetRun]] = {}
+    for run in runs:
+        groups.setdefault(Shape.of(run), []).append(run)
     return groups
 
 
-def ceilings(runs: Sequence[FleetRun], count: int) -> dict[str, float]:
+def ceilings(runs: Sequence[FleetRun], shape: Shape) -> dict[str, float]:
     """Spans/s each part could carry with the machine's cores to itself: cores / CPU per span.
 
     "machine" is every part together on this machine's cores: its ceiling is the rate the
-    pipeline can reach here at best, whatever is split how.
+    pipeline can reach here at best, whatever is split how. A Python generator uses one core
+    (its GIL); telemetrygen's goroutines use them all.
     """
-    cores = {"generators": min(count, CORES), "collector": CORES, "destination": 1}
+    threads = shape.processes if shape.generator == "python" else CORES
+    cores = {"generators": min(threads, CORES), "collector": CORES, "destination": 1}
     limits = {part: n * 1e6 / _us(runs, part) for part, n in cores.items()}
     everything = _median(runs, lambda r: sum(r.cpu.values()) / r.spans * 1e6)
     return {"machine": CORES * 1e6 / everything} | limits
@@ -56,12 +79,12 @@ def ceilings(runs: Sequence[FleetRun], count: int) -> dict[str, float]:
 
 def rates_table(groups: Groups) -> str:
     lines = [
-        "| destination | generators | spans/s end to end: median (min–max) "
+        HEAD + "| spans/s end to end: median (min–max) "
         "| CPU µs/span: generators · collector · destination · all "
         "| cores busy: ours · whole machine | collector RSS MiB: median · max sampled · VmHWM |",
-        "|---|--:|--:|--:|--:|--:|",
+        "|---|---|--:|--:|--:|--:|--:|--:|",
     ]
-    for (destination, count), runs in groups.items():
+    for shape, runs in groups.items():
         rates = [run.rate for run in runs]
         us = [_us(runs, part) for part in ("generators", "collector", "destination")]
         ours = _median(runs, lambda r: sum(r.cpu.values()) / r.wall)
@@ -69,7 +92,7 @@ def rates_table(groups: Groups) -> str:
         rss = [s.rss_kib for run in runs for s in run.samples]
         hwm = max(run.collector_kib[1] for run in runs)
         lines.append(
-            f"| `{destination}` | {count} | **{statistics.median(rates):,.0f}** "
+            f"| {shape.cells()} | **{statistics.median(rates):,.0f}** "
             f"({min(rates):,.0f}–{max(rates):,.0f}) "
             f"| {us[0]:.1f} · {us[1]:.1f} · {us[2]:.1f} · {sum(us):.1f} "
             f"| {ours:.2f} · {machine:.2f} "
@@ -80,16 +103,15 @@ def rates_table(groups: Groups) -> str:
 
 def ceilings_table(groups: Groups) -> str:
     lines = [
-        f"| destination | generators | all on {CORES} cores | generators | collector "
-        "| destination | lowest |",
-        "|---|--:|--:|--:|--:|--:|---|",
+        HEAD + f"| all on {CORES} cores | generators | collector | destination | lowest |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|",
     ]
-    for (destination, count), runs in groups.items():
-        limits = ceilings(runs, count)
+    for shape, runs in groups.items():
+        limits = ceilings(runs, shape)
         parts = {k: v for k, v in limits.items() if k != "machine"}
         lowest = min(parts, key=parts.__getitem__)
         lines.append(
-            f"| `{destination}` | {count} | {limits['machine']:,.0f} "
+            f"| {shape.cells()} | {limits['machine']:,.0f} "
             + " ".join(f"| {limits[p]:,.0f}" for p in ("generators", "collector", "destination"))
             + f" | {lowest} |"
         )
@@ -97,20 +119,21 @@ def ceilings_table(groups: Groups) -> str:
 
 
 def verdict(groups: Groups) -> str:
+    """For each generator and destination, the best configuration against the target."""
     lines = []
-    for destination in DESTINATIONS:
-        mine = {count: runs for (d, count), runs in groups.items() if d == destination}
-        if not mine:
-            continue
-        count, runs = max(mine.items(), key=lambda item: _median(item[1], lambda r: r.rate))
+    for generator, destination in sorted({(k.generator, k.destination) for k in groups}):
+        mine = {k: runs for k, runs in groups.items()
+                if (k.generator, k.destination) == (generator, destination)}
+        shape, runs = max(mine.items(), key=lambda item: _median(item[1], lambda r: r.rate))
         rate = _median(runs, lambda r: r.rate)
-        limits = ceilings(runs, count)
+        limits = ceilings(runs, shape)
         met = "meets" if rate >= TARGET else "does not meet"
         lines.append(
-            f"- `{destination}` ({DESTINATIONS[destination]}): best {rate:,.0f} spans/s with "
-            f"{count} generator(s); this {met} the {TARGET:,} target. With every process on "
-            f"these {CORES} cores the CPU per span allows at most {limits['machine']:,.0f} "
-            f"spans/s; the collector alone would carry {limits['collector']:,.0f}."
+            f"- {generator} → `{destination}` ({DESTINATIONS[destination]}): best {rate:,.0f} "
+            f"spans/s with {shape.processes} process(es) of {shape.workers} worker(s); this "
+            f"{met} the {TARGET:,} target. With every process on these {CORES} cores the CPU "
+            f"per span allows at most {limits['machine']:,.0f} spans/s; the collector alone "
+            f"would carry {limits['collector']:,.0f}."
         )
     return "\n".join(lines)
 
@@ -119,12 +142,19 @@ def zero_loss(runs: Sequence[FleetRun]) -> str:
     spans = sum(run.spans for run in runs)
     peak_queue = max((s.queue_bytes for run in runs for s in run.samples), default=0)
     return (
-        f"Zero loss in all {len(runs)} runs ({spans:,} spans): every generator exported all its "
-        "spans (none dropped or failed in the SDK); the collector accepted and sent exactly "
+        f"Zero loss in all {len(runs)} runs ({spans:,} spans): every generator sent all its "
+        "spans (Python: none dropped or failed in the SDK; telemetrygen: every worker generated "
+        "its traces, no export error logged); the collector accepted and sent exactly "
         "that many, with 0 failed, 0 refused, 0 failed to enqueue, and its queue empty at the "
         "end; the destination received exactly that many, each once and each with a "
         f"session.id. The largest sending queue seen was {peak_queue / 1024:,.0f} KiB."
     )
+
+
+def environment(variables: Sequence[tuple[str, str]]) -> str:
+    if not variables:
+        return "No other collector environment."
+    return "Collector environment: " + ", ".join(f"`{k}={v}`" for k, v in variables) + "."
 
 
 def overlays(uris: Sequence[str]) -> str:
@@ -135,7 +165,23 @@ def overlays(uris: Sequence[str]) -> str:
     )
 
 
-def report(runs: Sequence[tuple[int, FleetRun]], args: argparse.Namespace) -> str:
+def generators(kinds: Sequence[str], batch: int) -> str:
+    """What each generator kind in the run is and how it sends, for the report's header."""
+    how = {
+        "python": "each with 100 sessions of its own, released together, creating as fast as "
+        "they can through the library's tracing setup (SessionSpanProcessor, "
+        "BatchSpanProcessor, DirectOTLPSpanExporter over OTLP/HTTP)",
+        "telemetrygen": "one session each (the library's session attributes and the LLM-call "
+        "attributes on every span), `--rate 0`, a fixed `--traces` count per worker, the Go "
+        "SDK's BatchSpanProcessor and OTLP/HTTP exporter",
+    }
+    return "\n".join(
+        f"  - {kind}: {GENERATOR_KINDS[kind]}; {how[kind]}." for kind in kinds
+    ) + (f"\n  BatchSpanProcessor: queue = the process's whole share (the SDK never drops), "
+         f"export batch {batch}.")
+
+
+def report(runs: Sequence[FleetRun], args: argparse.Namespace) -> str:
     groups = group(runs)
     return f"""# Pipeline at full speed: several generators through the collector
 
@@ -145,32 +191,31 @@ def report(runs: Sequence[tuple[int, FleetRun]], args: argparse.Namespace) -> st
   below is every process's CPU (ours and theirs) over the run, out of {CORES} cores. Rates are
   noisy; CPU per span is the steadier figure, and the ceilings come from it.
 - Python {platform.python_version()}; {package_versions(PACKAGES)}; collector {collector_version()}
-  (bin/otelcol); telemetry/ at {git_revision("telemetry")}; otel-collector.yaml at
-  {git_revision("otel-collector.yaml")}
+  (bin/otelcol); telemetrygen {telemetrygen_version()}
+  (bin/telemetrygen); telemetry/ at
+  {git_revision("telemetry")}; otel-collector.yaml at {git_revision("otel-collector.yaml")}
 - Per run: {args.spans:,} spans in traces of 10 (a run span, 9 LLM-call spans with 4
-  attributes), split evenly over the generator processes, each with 100 sessions of its own,
-  released together, creating as fast as they can through the library's tracing setup
-  (SessionSpanProcessor, BatchSpanProcessor, DirectOTLPSpanExporter over OTLP/HTTP).
-  BatchSpanProcessor: queue = the generator's whole share (the SDK never drops), export batch
-  {args.batch_size}. Fresh processes every run; {args.rounds} round(s), configurations
-  interleaved; medians.
+  attributes), split evenly over the generator processes (and their workers):
+{generators(args.generator, args.batch_size)}
+  Fresh processes every run; {args.rounds} round(s), configurations interleaved; medians.
 - Collector: otel-collector.yaml as shipped ({collector_settings()}), but
   `OTELCOL_BATCH_FLUSH_TIMEOUT=200ms`: the 2 s default only delays the last partial batch.
+  {environment(args.collector_env)}
 {overlays(args.overlay)}
-- End to end: from the first generator's first span to the last span at the destination.
+- End to end: from the first generator's start to the last span at the destination.
 
 ## Throughput, CPU per span, collector memory
 
 {rates_table(groups)}
 
-{zero_loss([run for _, run in runs])}
+{zero_loss(runs)}
 
 ## Where the limit is
 
 Spans/s each part could carry with the cores it can use to itself (CPU per span from the
-table above): Python generators one core each (their GIL), the collector all {CORES}, the
-destination one (a Python process). "All on {CORES} cores" is the whole pipeline sharing this
-machine, as it does here: the most it can reach.
+table above): a Python generator one core (its GIL), telemetrygen and the collector all
+{CORES}, the destination one (a Python process). "All on {CORES} cores" is the whole pipeline
+sharing this machine, as it does here: the most it can reach.
 
 {ceilings_table(groups)}
 

@@ -1,14 +1,19 @@
 """Soak: a million spans through the collector at a steady rate, zero loss, flat collector memory.
 
-`--generators` bench/span_generator.py processes, each paced to its share of `--rate`, send
-`--spans` spans through the real collector (bin/otelcol with otel-collector.yaml exactly as
-shipped, 2 s batch flush included) to the null endpoint (or `--destination sink`). Each
-generator's BatchSpanProcessor queue is `--queue` spans (default 65,536: about 13 s of its
-share at 10,000 spans/s, so a generator starved of CPU by other work on a shared machine rides
-it out; the service's own 8,192 dropped spans that way here). Any loss fails the run: exact
-counts at the generators (none dropped), the collector's own counters (accepted = sent, 0
-failed, refused or failed to enqueue, queue empty at the end) and the destination (each span
-once, each with session.id).
+`--generators` processes, each paced to its share of `--rate`, send `--spans` spans through the
+real collector (bin/otelcol with otel-collector.yaml exactly as shipped, 2 s batch flush
+included) to the null endpoint (or `--destination sink`). The processes are telemetrygen
+(default; Go, a few µs of CPU a span, bench/pipeline_telemetrygen.py; default rate 25,000
+spans/s, issue 14's target) or, with `--generator python`, bench/span_generator.py (default
+10,000 spans/s: a Python generator costs ~55 µs a span). telemetrygen paces each worker with
+its own limiter, whose sleeps overshoot at more than ~1,000 spans/s a worker: hence 25 workers
+a process by default (500 spans/s each at 25,000). Each generator's BatchSpanProcessor queue
+is `--queue` spans (default 65,536 for Python, 262,144 for telemetrygen: 13 to 20 s of its
+share, so a generator whose exports slow down while other work on a shared machine starves
+the pipeline of CPU rides it out; the service's own 8,192 dropped spans that way here). Any loss fails the run: exact counts at the generators (Python: none dropped;
+telemetrygen: every worker generated its fixed number of traces), the collector's own counters
+(accepted = sent, 0 failed, refused or failed to enqueue, queue empty at the end) and the
+destination (each span once, each with session.id).
 
 The collector's VmRSS (and sending-queue bytes) is sampled every second while spans flow.
 "Flat" means the RSS over the last half of the run does not trend up: a least-squares line
@@ -18,8 +23,9 @@ moved the fitted line by up to ±5 MiB in runs that did not grow). The
 report gives the first- and last-quarter medians and the slope. `--quick` runs a few thousand
 spans for correctness only (CI: `make bench BENCH_ARGS=--quick`) and judges no trend.
 
-Usage: python bench/pipeline_soak.py [--quick] [--spans N] [--rate R] [--generators G]
-       [--destination null|sink] [--max-growth-mib M] [--output FILE]
+Usage: python bench/pipeline_soak.py [--quick] [--generator telemetrygen|python] [--spans N]
+       [--rate R] [--generators G] [--workers W] [--destination null|sink]
+       [--max-growth-mib M] [--output FILE]
 """
 
 from __future__ import annotations
@@ -33,15 +39,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import RESULTS_DIR, command_line, git_revision, machine_line, utc_now, write_results
-from local_stack import build_collector, collector_version, workspace
+from local_stack import build_collector, build_telemetrygen, collector_version, workspace
 from pipeline_collector import CollectorSample
 from pipeline_destination import DESTINATIONS
-from pipeline_fleet import FleetRun, run_fleet
+from pipeline_fleet import GENERATOR_KINDS, FleetRun, run_fleet
 from pipeline_settings import collector_settings
+from pipeline_telemetrygen import telemetrygen_version
 
 RESULTS = RESULTS_DIR / "pipeline_soak.md"
-GENERATOR_QUEUE = 65_536  # each generator's OTEL_BSP_MAX_QUEUE_SIZE
+SESSIONS = {"telemetrygen": "one session each", "python": "100 sessions each"}
+SENT = {  # how each kind of generator shows it sent every span
+    "telemetrygen": "every worker generated its fixed number of traces, no export error logged",
+    "python": "its exporter sent them all, 0 dropped, 0 failed",
+}
+GENERATOR_QUEUE = {"telemetrygen": 262_144, "python": 65_536}  # OTEL_BSP_MAX_QUEUE_SIZE
 SAMPLE_SECONDS = 1.0
+DEFAULT_RATE = {"telemetrygen": 25_000.0, "python": 10_000.0}  # spans/s, all generators
+DEFAULT_WORKERS = {"telemetrygen": 25, "python": 1}  # per process
 
 
 @dataclass(frozen=True)
@@ -119,11 +133,13 @@ def report(run: FleetRun, trend: Trend, verdict: str, args: argparse.Namespace) 
 - Machine: {machine_line()}; other sessions' work ran on it at the same time
   ({run.machine_busy / run.wall:.2f} of its cores busy on average during the run, ours included).
 - Python {platform.python_version()}; collector {collector_version()} (bin/otelcol);
+  telemetrygen {telemetrygen_version()} (bin/telemetrygen);
   telemetry/ at {git_revision("telemetry")}; otel-collector.yaml at
   {git_revision("otel-collector.yaml")}
-- Load: {args.generators} span_generator.py processes paced to {args.rate:,.0f} spans/s together
-  (traces of 10 spans, 100 sessions each), BatchSpanProcessor queue {args.queue:,} spans
-  each, export batch {args.batch_size}; destination `{run.destination}`
+- Load: {args.generators} {args.generator} processes ({GENERATOR_KINDS[args.generator]}) of
+  {args.workers} worker(s), paced to {args.rate:,.0f} spans/s together (traces of 10 spans;
+  {SESSIONS[args.generator]}), BatchSpanProcessor queue {args.queue:,} spans each, export
+  batch {args.batch_size}; destination `{run.destination}`
   ({DESTINATIONS[run.destination]}).
 - Collector: otel-collector.yaml as shipped, no overrides ({collector_settings()}).
 
@@ -131,7 +147,7 @@ def report(run: FleetRun, trend: Trend, verdict: str, args: argparse.Namespace) 
 
 - **{run.spans:,} spans in {run.seconds:,.0f} s: {run.rate:,.0f} spans/s** end to end
   (target rate {args.rate:,.0f}; the generators created {created:,.0f} spans/s together).
-- Zero loss: every generator exported all its spans (0 dropped, 0 failed); {collector}; the
+- Zero loss: every generator sent all its spans ({SENT[args.generator]}); {collector}; the
   destination received each span once, each with a session.id.
 - Collector CPU: {run.us_per_span("collector"):.1f} µs per span ({cores:.2f} cores on average);
   generators {run.us_per_span("generators"):.1f} µs per span.
@@ -151,22 +167,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="correctness only: few spans")
     parser.add_argument("--spans", type=int, help="spans in all (default 1,000,000)")
-    parser.add_argument("--rate", type=float, help="spans/s of all generators (default 10,000)")
+    parser.add_argument("--generator", choices=list(GENERATOR_KINDS), default="telemetrygen")
+    parser.add_argument("--rate", type=float,
+                        help="spans/s of all generators (default 25,000 telemetrygen, "
+                             "10,000 python)")
     parser.add_argument("--generators", type=int, default=2, help="generator processes")
+    parser.add_argument("--workers", type=int,
+                        help="telemetrygen workers a process (default 25)")
     parser.add_argument("--destination", choices=list(DESTINATIONS), default="null")
     parser.add_argument("--batch-size", type=int, default=512,
                         help="each generator's OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
-    parser.add_argument("--queue", type=int, default=GENERATOR_QUEUE,
-                        help="each generator's OTEL_BSP_MAX_QUEUE_SIZE")
+    parser.add_argument("--queue", type=int,
+                        help="each generator's OTEL_BSP_MAX_QUEUE_SIZE (default 262,144 "
+                             "telemetrygen, 65,536 python)")
     parser.add_argument("--max-growth-mib", type=float, default=16.0,
                         help="largest RSS rise over the last half that still counts as flat")
     parser.add_argument("--output", type=Path, help=f"markdown file (full run default: {RESULTS})")
     args = parser.parse_args(argv)
     args.spans = args.spans or (20_000 if args.quick else 1_000_000)
-    args.rate = args.rate or (5_000.0 if args.quick else 10_000.0)
-    if args.generators < 1 or args.spans % 10 or args.spans < 10 * args.generators:
-        parser.error("--generators must be at least 1 and --spans a multiple of 10, at least "
-                     f"10 per generator; got {args.generators} and {args.spans}")
+    args.rate = args.rate or (5_000.0 if args.quick else DEFAULT_RATE[args.generator])
+    args.workers = args.workers or DEFAULT_WORKERS[args.generator]
+    args.queue = args.queue or GENERATOR_QUEUE[args.generator]
+    threads = args.generators * args.workers
+    if min(args.generators, args.workers) < 1 or args.spans < 1 or args.spans % (10 * threads):
+        parser.error("--generators and --workers must be at least 1 and --spans a multiple of "
+                     f"10 × generators × workers; got {args.generators}, {args.workers} and "
+                     f"{args.spans}")
     if args.rate <= 0:
         parser.error(f"--rate must be above 0, got {args.rate}")
     if not 1 <= args.batch_size <= args.queue:
@@ -174,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                      f"got {args.batch_size}")
 
     build_collector()
+    if args.generator == "telemetrygen":
+        build_telemetrygen()
     with workspace("pipeline-soak") as space:
-        run = run_fleet(space, args.destination, generators=args.generators, spans=args.spans,
+        run = run_fleet(space, args.destination, generator=args.generator,
+                        workers=args.workers, generators=args.generators, spans=args.spans,
                         batch=args.batch_size, queue=args.queue, rate=args.rate,
                         sample_interval=SAMPLE_SECONDS)
     if run.problems:

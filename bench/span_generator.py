@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.util.types import AttributeValue
 
 from sessiontrace import (
     DirectOTLPSpanExporter,
@@ -38,6 +39,15 @@ from sessiontrace import (
 from sessiontrace._otlp_encoder import TraceRequestEncoder
 
 SESSIONS = 100
+TRACE_SIZE = 10  # spans per trace unless --trace-size says otherwise: a run span, 9 LLM calls
+# What each LLM-call span carries besides its session (bench/pipeline_telemetrygen.py sends the
+# same on every span).
+LLM_ATTRIBUTES: dict[str, AttributeValue] = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "offline-echo",
+    "gen_ai.usage.input_tokens": 12,
+    "gen_ai.usage.output_tokens": 20,
+}
 MAX_LAG = 0.1  # seconds a paced generator may fall behind and still catch up
 
 
@@ -100,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", required=True, help="OTLP/HTTP traces URL, or 'none'")
     parser.add_argument("--header", action="append", default=[], help="NAME=VALUE, repeatable")
     parser.add_argument("--spans", type=int, required=True)
-    parser.add_argument("--trace-size", type=int, default=10)
+    parser.add_argument("--trace-size", type=int, default=TRACE_SIZE)
     parser.add_argument("--index", type=int, default=0, help="this generator's number in a load")
     parser.add_argument("--rate", type=float, default=0.0, help="spans/s; 0: as fast as it can")
     parser.add_argument("--wait-for-go", action="store_true",
@@ -143,10 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         with binding(bound[index % SESSIONS]), tracer.start_as_current_span("run builtin:chat"):
             for _ in range(children):
                 span = tracer.start_span("chat offline-echo")
-                span.set_attribute("gen_ai.operation.name", "chat")
-                span.set_attribute("gen_ai.request.model", "offline-echo")
-                span.set_attribute("gen_ai.usage.input_tokens", 12)
-                span.set_attribute("gen_ai.usage.output_tokens", 20)
+                for key, value in LLM_ATTRIBUTES.items():
+                    span.set_attribute(key, value)  # one call each: its CPU per span stays comparable
                 span.end()
     created, main_cpu = time.perf_counter() - wall, time.thread_time() - cpu
     provider.force_flush(timeout_millis=300_000)
