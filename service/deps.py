@@ -39,7 +39,13 @@ _M = TypeVar("_M", bound=BaseModel)
 MAX_BODY_BYTES = 1_000_000
 _BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
-def get_app_settings(request: Request) -> Settings:
+# Every dependency is `async def`, even one that never awaits: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop and an event-loop wake-up per dependency per
+# request (about 8 a chat request, most of its voluntary context switches) for what is an
+# attribute read. tests/api/test_dependencies.py keeps it so.
+
+
+async def get_app_settings(request: Request) -> Settings:
     """The settings the app was built with (`create_app`), else the process's."""
     settings = getattr(request.app.state, "settings", None)
     return settings if isinstance(settings, Settings) else get_settings()
@@ -51,7 +57,7 @@ def get_app_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The services the lifespan opened."""
     services = getattr(request.app.state, "services", None)
     if not isinstance(services, Services):
@@ -62,22 +68,22 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_database(services: ServicesDep) -> Database:
+async def get_database(services: ServicesDep) -> Database:
     """The store."""
     return services.database
 
 
-def get_registry(services: ServicesDep) -> GraphRegistry:
+async def get_registry(services: ServicesDep) -> GraphRegistry:
     """The graphs."""
     return services.registry
 
 
-def get_executor(services: ServicesDep) -> GraphExecutor:
+async def get_executor(services: ServicesDep) -> GraphExecutor:
     """The graph executor."""
     return services.executor
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     """The id RequestIdMiddleware gave this request."""
     return str(request.state.request_id)
 

@@ -50,7 +50,7 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_request_id)
 
 
-def get_client_request_id(request: Request) -> str | None:
+async def get_client_request_id(request: Request) -> str | None:
     """The well-formed X-Request-ID the client sent, if any (a dependency)."""
     value = getattr(request.state, "client_request_id", None)
     return value if isinstance(value, str) else None

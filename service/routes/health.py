@@ -26,7 +26,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def get_span_spool(request: Request) -> SpanSpool | None:
+async def get_span_spool(request: Request) -> SpanSpool | None:
     """The spool of the provider the app built (none with an injected provider)."""
     spool = getattr(request.app.state, "span_spool", None)
     return spool if isinstance(spool, SpanSpool) else None
