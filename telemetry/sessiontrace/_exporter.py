@@ -26,6 +26,8 @@ _SDK_INTERNALS = ("_client", "_metrics", "_max_request_size", "_shutdown")
 # The answers the SDK's HTTP client retries (opentelemetry.exporter.otlp.common.http): the
 # collector may take the same request later. Any other answer it would refuse again.
 _RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+# Spans encoded between two hand-overs of the GIL (~15 µs each: about 0.5 ms).
+_PAUSE_EVERY_SPANS = 32
 
 
 class SendOutcome(enum.Enum):
@@ -50,7 +52,8 @@ class DirectOTLPSpanExporter(OTLPSpanExporter):
 
     def __init__(self, *args: Any, sdk_encoder: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._encoder = TraceRequestEncoder()
+        # Request handlers get the GIL between chunks of a batch, not after all of it.
+        self._encoder = TraceRequestEncoder(pause_every=_PAUSE_EVERY_SPANS)
         self._sdk_encoder = sdk_encoder
         missing = [name for name in _SDK_INTERNALS if not hasattr(self, name)]
         self._direct = not missing

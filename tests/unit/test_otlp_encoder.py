@@ -24,6 +24,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from sessiontrace._exporter import DirectOTLPSpanExporter
 from sessiontrace._otlp_encoder import TraceRequestEncoder
 
 
@@ -196,3 +197,40 @@ def test_without_pair_reuse_the_bytes_are_the_same(exporter: InMemorySpanExporte
 
     spans = recorded(provider, exporter)
     assert TraceRequestEncoder(reuse_pairs=False).encode(spans) == sdk_bytes(spans)
+
+
+def test_an_encoder_that_pauses_every_n_spans_pauses_that_often_and_writes_the_same_bytes(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = provider_for(exporter)
+    tracer = provider.get_tracer("t")
+    for index in range(70):
+        tracer.start_span(f"span {index}", attributes={"n": index}).end()
+    spans = recorded(provider, exporter)
+    pauses = []
+
+    encoded = TraceRequestEncoder(pause_every=32, pause=lambda: pauses.append(1)).encode(spans)
+
+    # After span 32 and span 64 of 70: the GIL is handed over twice within the batch.
+    assert len(pauses) == 2
+    assert encoded == sdk_bytes(spans)
+
+
+def test_the_exporter_gives_up_the_gil_every_32_spans_of_a_batch(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    provider = provider_for(exporter)
+    tracer = provider.get_tracer("t")
+    for index in range(512):
+        tracer.start_span(f"span {index}").end()
+    spans = recorded(provider, exporter)
+    sleeps: list[float] = []
+    monkeypatch.setattr("time.sleep", sleeps.append)
+
+    data = DirectOTLPSpanExporter(endpoint="http://127.0.0.1:9/v1/traces").encode_request(spans)
+
+    # time.sleep(0) releases the GIL: a request handler waits for 32 spans' encoding at most.
+    assert sleeps == [0] * 16
+    assert data == sdk_bytes(spans)
+    with pytest.raises(ValueError, match="pause_every must be at least 1, got 0"):
+        TraceRequestEncoder(pause_every=0)
