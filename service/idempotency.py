@@ -120,11 +120,19 @@ class IdempotencyPolicy:
     def may_retake(self, record: IdempotencyRecord, fingerprint: str, now: dt.datetime) -> bool:
         """Whether a request may run again under `record`'s key: the same request, whose
         earlier attempt has been pending past the timeout (its process likely died)."""
+        pending_timeout = self.pending_timeout
+        return (
+            self.could_retake(record, fingerprint)
+            and pending_timeout is not None
+            and record.claimed_at + pending_timeout <= now
+        )
+
+    def could_retake(self, record: IdempotencyRecord, fingerprint: str) -> bool:
+        """Whether `may_retake` can ever say yes for `record`, whatever the time."""
         return (
             record.request_hash == fingerprint
             and record.status is IdempotencyStatus.PENDING
             and self.pending_timeout is not None
-            and record.claimed_at + self.pending_timeout <= now
         )
 
 
@@ -149,7 +157,9 @@ class IdempotentRequest:
     async def known_answer(self) -> RunResponse | None:
         """The answer of a key already used (a replay, or ApiError 409/422); None: run."""
         record = await in_thread(get_idempotency_record, self._database, self._key)
-        if record is None or self._policy.may_retake(record, self._fingerprint, utc_now()):
+        # Whether a pending key's time is up is the claim's to say, on the database's clock
+        # (replicas' own clocks may disagree); a pending key it does not take is answered then.
+        if record is None or self._policy.could_retake(record, self._fingerprint):
             return None
         return self._answer(record)
 

@@ -38,6 +38,10 @@ class Dialect:
     # SQLite needs nothing, its write transaction (BEGIN IMMEDIATE) already excludes writers.
     for_update: str
     percent_placeholders: bool
+    # A query answering the server's current time as `now` (aware), for decisions that
+    # replicas on several hosts must take on one clock; None: the process's own clock is
+    # that clock (SQLite: every process on one host, sharing one file).
+    clock_query: str | None = None
 
     def statement(
         self, text: str, params: Sequence[Any]
@@ -50,7 +54,11 @@ class Dialect:
 
 
 SQLITE = Dialect(name="sqlite", for_update="", percent_placeholders=False)
-POSTGRES = Dialect(name="postgres", for_update=" FOR UPDATE", percent_placeholders=True)
+POSTGRES = Dialect(
+    name="postgres", for_update=" FOR UPDATE", percent_placeholders=True,
+    # clock_timestamp(), not now(): the time after the locks were taken, not at BEGIN.
+    clock_query="SELECT clock_timestamp() AS now",
+)
 
 
 @functools.lru_cache(maxsize=512)

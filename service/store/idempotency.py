@@ -135,8 +135,10 @@ def claim_idempotency_key(
     while True:
         with db.connect(write=True) as connection:
             # Read once the lock is held: claimed_at is when the run may start,
-            # not when this request began waiting for the lock.
-            moment = now or utc_now()
+            # not when this request began waiting for the lock. On the database's clock
+            # where replicas may run on several hosts: a replica whose clock runs ahead
+            # must not take a pending key over before its timeout.
+            moment = now or _database_time(connection)
             inserted = connection.execute(
                 "INSERT INTO idempotency_keys (key, request_hash, status, claim_id, graph_id, "
                 "grant_id, billing_account_id, user_id, schedule_id, run_id, session_id, "
@@ -170,6 +172,16 @@ def claim_idempotency_key(
                 claimed_at=moment,
             )
             return Claim(record, acquired=True, retaken=existing)
+
+
+def _database_time(connection: Connection) -> dt.datetime:
+    query = connection.dialect.clock_query
+    if query is None:
+        return utc_now()
+    row = connection.execute(query).fetchone()
+    assert row is not None
+    moment: dt.datetime = row["now"]
+    return moment.astimezone(dt.UTC)
 
 
 def finish_idempotency_key(

@@ -239,3 +239,25 @@ def test_finishing_a_key_gives_up_after_its_retries_and_leaves_it_pending(
     assert gave_up_after >= 0.5  # it retried for the time it was given
     record = get_idempotency_record(database, KEY)
     assert record is not None and record.status is IdempotencyStatus.PENDING
+
+
+def test_on_postgres_a_replica_whose_clock_runs_ahead_takes_over_no_key_before_its_time(
+    database: Database, other_databases: list[Database], seed: Seed, backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running = claim(database, claimed_run(seed.acme_grant), pending_timeout=HOUR)
+    # Another replica, on a host whose clock is two hours ahead, sees the key pending.
+    ahead = dt.datetime.now(dt.UTC) + 2 * HOUR
+    monkeypatch.setattr("service.store.idempotency.utc_now", lambda: ahead)
+
+    retry = claim(other_databases[0], claimed_run(seed.acme_grant, "run-2"), pending_timeout=HOUR)
+
+    assert running.acquired
+    if backend == "postgres":
+        # Decided on the database server's clock: the key was claimed moments ago.
+        assert not retry.acquired and retry.record.claim_id == running.record.claim_id
+        stored = get_idempotency_record(database, KEY)
+        assert stored is not None and stored.attempts == 1
+    else:
+        # SQLite's processes share one host and one file: the process's clock is the clock.
+        assert retry.acquired and retry.record.attempts == 2
