@@ -1,9 +1,12 @@
 """Real processes for integration tests: the collector binary, the development sink, the collector,
-the service.
+the service, its replicas on Postgres, the Temporal dev server.
 
 Each test gets its own sink (fresh SQLite file), its own collector (fresh queue directory) and its
 own service (fresh database), on free loopback ports, the collector started from the real
-`otel-collector.yaml`. On failure the process logs are printed by `describe_on_failure`.
+`otel-collector.yaml`. A module that overrides `service_database_url` with `postgres_database_url`
+gets a fresh database on its module's Postgres server instead. Temporal: one dev server for the
+session, a namespace of its own per test. On failure the process logs are printed by
+`describe_on_failure`.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from devstack.demo import DemoAccount, provision_demo
+from devstack.postgres import PostgresServer, start_postgres
 from devstack.processes import REPO_ROOT
+from devstack.temporal import TemporalHandle, build_temporal, start_temporal
 from llm_stub import LLMStub, serve_llm_stub
+from temporal_deployment import NAMESPACES, Deployment
 from devstack.stack import (
     COLLECTOR_BINARY,
     CollectorHandle,
@@ -42,6 +48,10 @@ SCHEDULER_TOKEN = "integration-scheduler-token-0123456789"
 
 CollectorFactory = Callable[..., CollectorHandle]
 ServiceFactory = Callable[..., ServiceHandle]
+ReplicasFactory = Callable[..., list[ServiceHandle]]
+
+_databases = iter(range(1, 1_000))
+_unused_namespaces = iter(NAMESPACES)
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +113,19 @@ def service_database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'service.db'}"
 
 
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway Postgres server for the module's tests (devstack.postgres)."""
+    with start_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_database_url(postgres: PostgresServer) -> str:
+    """A fresh database on the module's Postgres server."""
+    return postgres.create_database(f"service_{next(_databases)}")
+
+
 @pytest.fixture
 def demo_account(service_database_url: str) -> DemoAccount:
     """A billing account, user and governance grant, created with the service's CLI."""
@@ -136,6 +159,61 @@ def service_factory(service_database_url: str, tmp_path: Path) -> Iterator[Servi
 def service(service_factory: ServiceFactory, collector: CollectorHandle) -> ServiceHandle:
     """The real service exporting over OTLP/HTTP to the real collector."""
     return service_factory(otlp_endpoint=collector.otlp_http_url)
+
+
+@pytest.fixture
+def replicas(
+    service_factory: ServiceFactory, collector: CollectorHandle, llm_stub: LLMStub,
+    tmp_path: Path,
+) -> ReplicasFactory:
+    """Starts replicas of the service on the Postgres database, exporting to the collector."""
+
+    def start(count: int, **overrides: str) -> list[ServiceHandle]:
+        return [
+            service_factory(
+                otlp_endpoint=collector.otlp_http_url, LLM_BASE_URL=llm_stub.url,
+                LLM_MODEL="stub-model",
+                # One spool directory per process (a second one is refused).
+                SESSIONTRACE_SPOOL_DIR=str(tmp_path / f"spool-{index}"), **overrides,
+            )
+            for index in range(count)
+        ]
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalHandle]:
+    """bin/temporal server start-dev on free ports, its state in a temporary SQLite file."""
+    binary = build_temporal()
+    directory = tmp_path_factory.mktemp("temporal")
+    handle = start_temporal(
+        db_file=directory / "temporal.db", log_path=directory / "temporal.log",
+        namespaces=NAMESPACES, binary=binary,
+    )
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def namespace(temporal_server: TemporalHandle) -> str:
+    """A namespace no other test uses."""
+    name = next(_unused_namespaces, None)
+    assert name is not None, f"more Temporal tests than NAMESPACES ({len(NAMESPACES)}): add some"
+    return name
+
+
+@pytest.fixture
+def deployment(
+    temporal_server: TemporalHandle, namespace: str, tmp_path: Path
+) -> Iterator[Deployment]:
+    """The schedules' deployment in this test's namespace; its workers are stopped after."""
+    handle = Deployment(
+        temporal_server, namespace, tmp_path / "schedules.yaml", tmp_path, SCHEDULER_TOKEN
+    )
+    yield handle
+    for worker in handle.workers:
+        worker.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -31,46 +31,19 @@ from sessiontrace.attributes import LANGFUSE_TRACE_METADATA_PREFIX as METADATA
 pytestmark = pytest.mark.integration
 
 ServiceFactory = Callable[..., ServiceHandle]
+ReplicasFactory = Callable[..., list[ServiceHandle]]
 
 KEY = "governance:community:2026-11-23T08:00:00Z"
 # The shortest pending timeout the settings allow past this run deadline (it must exceed
 # RUN_TIMEOUT_SECONDS + 30 s): how long a dead replica's key stays pending.
 RUN_TIMEOUT_SECONDS = 5
 PENDING_TIMEOUT_SECONDS = RUN_TIMEOUT_SECONDS + 31
-_DATABASES = iter(range(1, 1_000))
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    with start_postgres() as server:
-        yield server
 
 
 @pytest.fixture
-def service_database_url(postgres: PostgresServer) -> str:
+def service_database_url(postgres_database_url: str) -> str:
     """Overrides the SQLite default of conftest: every replica shares one Postgres database."""
-    return postgres.create_database(f"replicas_{next(_DATABASES)}")
-
-
-@pytest.fixture
-def replicas(
-    service_factory: ServiceFactory, collector: CollectorHandle, llm_stub: LLMStub,
-    tmp_path: Path,
-) -> Callable[..., list[ServiceHandle]]:
-    """Starts replicas of the service on the Postgres database, exporting to the collector."""
-
-    def start(count: int, **overrides: str) -> list[ServiceHandle]:
-        return [
-            service_factory(
-                otlp_endpoint=collector.otlp_http_url, LLM_BASE_URL=llm_stub.url,
-                LLM_MODEL="stub-model",
-                # One spool directory per process (a second one is refused).
-                SESSIONTRACE_SPOOL_DIR=str(tmp_path / f"spool-{index}"), **overrides,
-            )
-            for index in range(count)
-        ]
-
-    return start
+    return postgres_database_url
 
 
 def run_request(service: ServiceHandle, account: DemoAccount, key: str = KEY) -> httpx.Response:
@@ -99,7 +72,7 @@ def completed_runs(sink: SinkHandle) -> list[dict[str, Any]]:
 
 
 def test_ten_concurrent_requests_with_one_key_across_two_replicas_start_exactly_one_run(
-    replicas: Callable[..., list[ServiceHandle]], demo_account: DemoAccount, llm_stub: LLMStub,
+    replicas: ReplicasFactory, demo_account: DemoAccount, llm_stub: LLMStub,
     sink: SinkHandle, collector: CollectorHandle, service_database_url: str,
 ) -> None:
     first, second = replicas(2)
@@ -138,7 +111,7 @@ def test_ten_concurrent_requests_with_one_key_across_two_replicas_start_exactly_
 
 
 def test_a_replica_killed_mid_run_leaves_its_key_to_another_after_the_pending_timeout(
-    replicas: Callable[..., list[ServiceHandle]], demo_account: DemoAccount, llm_stub: LLMStub,
+    replicas: ReplicasFactory, demo_account: DemoAccount, llm_stub: LLMStub,
     sink: SinkHandle, collector: CollectorHandle, service_database_url: str,
 ) -> None:
     doomed, survivor = replicas(
@@ -186,7 +159,7 @@ def test_a_replica_killed_mid_run_leaves_its_key_to_another_after_the_pending_ti
 
 
 def test_a_locked_postgres_answers_503_database_busy_and_nothing_is_kept(
-    replicas: Callable[..., list[ServiceHandle]], demo_account: DemoAccount, llm_stub: LLMStub,
+    replicas: ReplicasFactory, demo_account: DemoAccount, llm_stub: LLMStub,
     service_database_url: str,
 ) -> None:
     [service] = replicas(1)

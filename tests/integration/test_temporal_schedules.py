@@ -7,19 +7,13 @@ One dev server for the session; each test gets a namespace of its own, so schedu
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import gzip
-import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -30,21 +24,13 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     WorkflowFailureError,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 from llm_stub import LLMStub
+from temporal_deployment import TASK_QUEUE, Deployment, governance_entry
 from devstack.demo import GOVERNANCE_GRAPH, DemoAccount
-from devstack.processes import REPO_ROOT, free_port, wait_until
+from devstack.processes import free_port, wait_until
 from devstack.stack import CollectorHandle, ServiceHandle, SinkHandle
-from devstack.temporal import (
-    TemporalHandle,
-    WorkerHandle,
-    build_temporal,
-    start_temporal,
-    start_worker,
-    worker_env,
-)
 from service.schedules import Schedule, parse_schedules
 from service.schemas import RunResponse
 from service.store import Database, IdempotencyStatus, get_idempotency_record
@@ -64,134 +50,6 @@ pytestmark = pytest.mark.integration
 
 ServiceFactory = Callable[..., ServiceHandle]
 CollectorFactory = Callable[..., CollectorHandle]
-_T = TypeVar("_T")
-
-SCHEDULER_TOKEN = "integration-scheduler-token-0123456789"  # the conftest's service token
-TASK_QUEUE = "sessiontrace-governance"
-NAMESPACES = tuple(f"test-{n}" for n in range(16))
-_unused_namespaces = iter(NAMESPACES)
-
-
-# --- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalHandle]:
-    """bin/temporal server start-dev on free ports, its state in a temporary SQLite file."""
-    binary = build_temporal()
-    directory = tmp_path_factory.mktemp("temporal")
-    handle = start_temporal(
-        db_file=directory / "temporal.db", log_path=directory / "temporal.log",
-        namespaces=NAMESPACES, binary=binary,
-    )
-    yield handle
-    handle.stop()
-
-
-@pytest.fixture
-def namespace(temporal_server: TemporalHandle) -> str:
-    """A namespace no other test uses."""
-    name = next(_unused_namespaces, None)
-    assert name is not None, f"more Temporal tests than NAMESPACES ({len(NAMESPACES)}): add some"
-    return name
-
-
-@dataclass
-class Deployment:
-    """What the CLI and the workers are configured with: Temporal, the file, the service."""
-
-    temporal: TemporalHandle
-    namespace: str
-    schedules_file: Path
-    tmp_path: Path
-    service: ServiceHandle | None = None
-    workers: list[WorkerHandle] = field(default_factory=list)
-
-    @property
-    def service_url(self) -> str:
-        return self.service.url if self.service is not None else f"http://127.0.0.1:{free_port()}"
-
-    def write(self, text: str) -> list[Schedule]:
-        self.schedules_file.write_text(text)
-        return parse_schedules(yaml.safe_load(text))
-
-    def cli(self, *args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "LLM_"))},
-            "TEMPORAL_ADDRESS": self.temporal.address,
-            "TEMPORAL_NAMESPACE": self.namespace,
-            "TEMPORAL_TASK_QUEUE": TASK_QUEUE,
-            "SCHEDULES_FILE": str(self.schedules_file),
-            "SERVICE_URL": self.service_url,
-            "SCHEDULER_API_TOKEN": SCHEDULER_TOKEN,
-            "DEPLOY_ENVIRONMENT": "development",
-            "OTEL_SDK_DISABLED": "true",
-            "PYTHONPATH": str(REPO_ROOT),
-            **overrides,
-        }
-        return subprocess.run(
-            [sys.executable, "-m", "service", *args], cwd=self.tmp_path, env=env,
-            capture_output=True, text=True, timeout=120, check=False,
-        )
-
-    def ok(self, *args: str, **overrides: str) -> dict[str, Any]:
-        result = self.cli(*args, **overrides)
-        assert result.returncode == 0, f"{args}: {result.stderr}"
-        answer: dict[str, Any] = json.loads(result.stdout)
-        return answer
-
-    def failed(self, *args: str, **overrides: str) -> str:
-        result = self.cli(*args, **overrides)
-        assert result.returncode == 1, f"{args} did not fail: {result.stdout}{result.stderr}"
-        message: str = json.loads(result.stderr.strip().splitlines()[-1])["error"]
-        return message
-
-    def start_worker(self, *, otlp_endpoint: str | None = None, service_url: str | None = None
-                     ) -> WorkerHandle:
-        env = worker_env(
-            temporal_address=self.temporal.address, namespace=self.namespace,
-            task_queue=TASK_QUEUE, service_url=service_url or self.service_url,
-            scheduler_token=SCHEDULER_TOKEN, otlp_endpoint=otlp_endpoint,
-        )
-        worker = start_worker(env=env, log_path=self.tmp_path / f"worker-{len(self.workers)}.log")
-        self.workers.append(worker)
-        return worker
-
-    def temporal_client(self, work: Callable[[Client], Awaitable[_T]]) -> _T:
-        """Run `work` with a client of this deployment's namespace."""
-
-        async def connected() -> _T:
-            client = await Client.connect(
-                self.temporal.address, namespace=self.namespace,
-                data_converter=pydantic_data_converter,
-            )
-            return await work(client)
-
-        return asyncio.run(connected())
-
-
-@pytest.fixture
-def deployment(
-    temporal_server: TemporalHandle, namespace: str, tmp_path: Path
-) -> Iterator[Deployment]:
-    handle = Deployment(temporal_server, namespace, tmp_path / "schedules.yaml", tmp_path)
-    yield handle
-    for worker in handle.workers:
-        worker.stop()
-
-
-def governance_entry(
-    schedule_id: str, grant: str, *, cron: str = "0 9 * * *", graph: str = GOVERNANCE_GRAPH,
-    extra: str = "",
-) -> str:
-    return (
-        f"  - id: {schedule_id}\n"
-        f"    cron: '{cron}'\n"
-        f"    graph: {graph}\n"
-        f"    grant: {grant}\n"
-        f"{extra}"
-        "    input: {messages: [{role: user, content: Review this week.}]}\n"
-    )
 
 
 # --- sync ----------------------------------------------------------------------------------------
