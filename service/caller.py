@@ -81,6 +81,9 @@ class CallerContext:
         session = SessionContext(
             session_id=self.session_id, user_id=self.user_id, trace_name=self.graph_id,
             tags=tuple(self.tags), metadata=metadata,
+            # Bound with it, other libraries' content on the run's spans (gen_ai.input.messages
+            # ...) is masked too, not only scrubbed.
+            mask_content=self.mask_content,
         )
         object.__setattr__(self, "tags", session.tags)
         object.__setattr__(self, "metadata", dict(self.metadata))

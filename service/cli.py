@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from service.config import Settings, get_settings
 from service.graphs import default_registry
 from service.idempotency import IdempotencyPolicy, prune_finished_keys
-from service.schedules import Schedule, configured_schedules
+from service.schedules import Schedule, configured_schedules, utc_text
 from service.store import (
     Database,
     StoreError,
@@ -174,7 +174,7 @@ def _idempotency_prune(args: argparse.Namespace, settings: Settings) -> dict[str
     return {
         "pruned": pruned,
         "retentionHours": settings.idempotency_retention_hours,
-        "finishedBefore": None if policy.retention is None else _utc_text(now - policy.retention),
+        "finishedBefore": None if policy.retention is None else utc_text(now - policy.retention),
     }
 
 
@@ -251,7 +251,7 @@ def _schedules_list(args: argparse.Namespace, settings: Settings) -> dict[str, A
                 "timezone": schedule.timezone,
                 "graph": schedule.graph,
                 "grant": schedule.grant,
-                "nextFireAt": _utc_text(schedule.next_fire_after(now)),
+                "nextFireAt": utc_text(schedule.next_fire_after(now)),
             }
             for schedule in _schedules(settings)
         ],
@@ -397,10 +397,6 @@ def _schedule(settings: Settings, schedule_id: str) -> Schedule:
             f"({settings.schedules_file or 'unset'}); known schedules: {known}"
         )
     return schedule
-
-
-def _utc_text(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> None:

@@ -17,6 +17,7 @@ from service.auth import (
 from service.config import Settings, get_settings
 from service.errors import ApiError
 from service.graphs import GraphExecutor, GraphRegistry
+from service.idempotency import IdempotencyPolicy
 from service.services import Services
 from service.store import Database, User, authenticate_user
 from service.store.database import in_thread
@@ -26,6 +27,7 @@ __all__ = [
     "DatabaseDep",
     "ExecutorDep",
     "IdempotencyKeyDep",
+    "IdempotencyPolicyDep",
     "RegistryDep",
     "RequestIdDep",
     "SchedulerAuthDep",
@@ -83,6 +85,11 @@ async def get_executor(services: ServicesDep) -> GraphExecutor:
     return services.executor
 
 
+async def get_idempotency_policy(services: ServicesDep) -> IdempotencyPolicy:
+    """The idempotency rules the settings give (pending timeout, retention)."""
+    return services.idempotency
+
+
 async def get_request_id(request: Request) -> str:
     """The id RequestIdMiddleware gave this request."""
     return str(request.state.request_id)
@@ -91,6 +98,7 @@ async def get_request_id(request: Request) -> str:
 DatabaseDep = Annotated[Database, Depends(get_database)]
 RegistryDep = Annotated[GraphRegistry, Depends(get_registry)]
 ExecutorDep = Annotated[GraphExecutor, Depends(get_executor)]
+IdempotencyPolicyDep = Annotated[IdempotencyPolicy, Depends(get_idempotency_policy)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 
 

@@ -46,8 +46,8 @@ def firing_headers(span: Span) -> dict[str, str]:
     return {FIRING_TRACEPARENT_HEADER: value} if value else {}
 
 
-def link_firing(headers: Mapping[str, str], span: Span | None = None) -> SpanContext | None:
-    """Link `span` (default: the current one) to the firing span named in `headers`.
+def link_firing(headers: Mapping[str, str]) -> SpanContext | None:
+    """Link the current span to the firing span named in `headers`.
 
     Call only for a caller already authenticated as the scheduler. Returns the linked span
     context, or None when the header is absent or malformed (then nothing is linked).
@@ -61,8 +61,7 @@ def link_firing(headers: Mapping[str, str], span: Span | None = None) -> SpanCon
     firing = trace.get_current_span(context).get_span_context()
     if not firing.is_valid:
         return None
-    target = span if span is not None else trace.get_current_span()
-    target.add_link(firing, {FIRING_LINK: _FIRING})
+    trace.get_current_span().add_link(firing, {FIRING_LINK: _FIRING})
     return firing
 
 

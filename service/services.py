@@ -27,6 +27,7 @@ class Services:
     database: Database
     registry: GraphRegistry
     executor: GraphExecutor
+    idempotency: IdempotencyPolicy
 
 
 @asynccontextmanager
@@ -41,8 +42,9 @@ async def open_services(
     database = Database.from_url(settings.database_url, pool_size=settings.database_pool_size)
     try:
         await asyncio.to_thread(database.migrate)
+        idempotency = IdempotencyPolicy.from_settings(settings)
         pruning = asyncio.create_task(
-            pruning_periodically(database, IdempotencyPolicy.from_settings(settings)),
+            pruning_periodically(database, idempotency),
             name="idempotency-pruning",
         )
         try:
@@ -57,6 +59,7 @@ async def open_services(
                         prices=settings.llm_prices,
                         run_timeout=settings.run_timeout_seconds,
                     ),
+                    idempotency=idempotency,
                 )
         finally:
             pruning.cancel()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -27,7 +25,7 @@ from service.graphs.payloads import PayloadRecorder
 from service.graphs.runtime import NodeRuntime
 from service.llm import ChunkSink, LLMError, LLMProvider
 from service.caller import require_caller
-from sessiontrace import SessionContext, binding, set_trace_io
+from sessiontrace import SessionContext, set_trace_io
 from sessiontrace.attributes import GEN_AI_AGENT_NAME, GEN_AI_OPERATION_NAME
 
 __all__ = [
@@ -140,21 +138,12 @@ class GraphExecutor:
             raise ValueError(
                 f"the bound caller is for graph {caller.graph_id!r}, not {graph.id!r}"
             )
-        # The account's masking came with the user or grant (`CallerContext.mask_content`).
-        # Rebound with it: other libraries' content on the run's spans
-        # (gen_ai.input.messages...) is then masked too, not only scrubbed.
-        mask_content = caller.mask_content
-        session = (
-            dataclasses.replace(caller.session, mask_content=True) if mask_content
-            else caller.session
+        # The account's masking came with the user or grant, and bind_caller bound the
+        # caller's session with it (`CallerContext.mask_content`).
+        return await self._run_bound(
+            graph, run_input, caller.session, mask_content=caller.mask_content,
+            on_chunk=on_chunk, deadline=deadline,
         )
-        # Otherwise bind_caller's binding stands: binding it again would only stamp the root
-        # span with what it carries already.
-        with binding(session) if session is not caller.session else nullcontext():
-            return await self._run_bound(
-                graph, run_input, session, mask_content=mask_content, on_chunk=on_chunk,
-                deadline=deadline,
-            )
 
     async def _run_bound(
         self,

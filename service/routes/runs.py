@@ -15,17 +15,17 @@ from service.deps import (
     DatabaseDep,
     ExecutorDep,
     IdempotencyKeyDep,
+    IdempotencyPolicyDep,
     RegistryDep,
     RequestIdDep,
     SchedulerAuthDep,
-    SettingsDep,
     json_body,
     openapi_body,
 )
 from service.errors import ApiError
 from service.firing_link import FiringLinkDep
 from service.graphs import Graph, GraphExecutor, GraphRunError, current_trace_id
-from service.idempotency import IdempotencyPolicy, IdempotentRequest, request_hash
+from service.idempotency import IdempotentRequest, request_hash
 from service.schemas import RunRequest, RunResponse
 from service.store import Claim, ClaimedRun, GrantDenial, check_grant, get_grant
 from service.store.database import in_thread
@@ -59,7 +59,7 @@ async def run_graph(
     idempotency_key: IdempotencyKeyDep,
     body: RunBodyDep,
     request_id: RequestIdDep,
-    settings: SettingsDep,
+    policy: IdempotencyPolicyDep,
     database: DatabaseDep,
     registry: RegistryDep,
     executor: ExecutorDep,
@@ -80,7 +80,7 @@ async def run_graph(
             f"graph {graph.id!r} cannot run on the governance path; it runs from chat only",
         )
     keyed = IdempotentRequest(
-        database=database, policy=IdempotencyPolicy.from_settings(settings),
+        database=database, policy=policy,
         key=idempotency_key, fingerprint=request_hash(graph.id, body), response=response,
     )
     known = await keyed.known_answer()

@@ -86,7 +86,7 @@ async def sync_schedules(
     Nothing changes when an entry's id is taken by a schedule `sync` does not manage
     (TemporalError naming it): every entry is checked before the first change.
     """
-    existing: dict[str, bool] = {}
+    existing: set[str] = set()
     for entry in entries:
         description = await describe_schedule(client, entry.id)
         if description is not None:
@@ -97,7 +97,7 @@ async def sync_schedules(
                     f"(its memo lacks managedBy={MANAGED_BY!r}, taskQueue={task_queue!r}); "
                     "sync leaves it alone: delete it in Temporal or rename the entry"
                 )
-            existing[entry.id] = True
+            existing.add(entry.id)
     result = SyncResult()
     for entry in entries:
         schedule = temporal_schedule(entry, task_queue=task_queue)

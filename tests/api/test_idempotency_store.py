@@ -71,18 +71,23 @@ def claimed_run(grant_id: str, run_id: str = "run-1") -> ClaimedRun:
     )
 
 
-def test_of_many_processes_claiming_one_key_at_once_exactly_one_acquires_it(
-    database: Database, other_databases: list[Database], seed: Seed
-) -> None:
-    start = threading.Barrier(len(other_databases))
+def claim_all_at_once(databases: list[Database], seed: Seed) -> list[Claim]:
+    """Each handle claims KEY for a run of its own, all released at the same instant."""
+    start = threading.Barrier(len(databases))
 
     def contend(index: int) -> Claim:
         start.wait()
-        return claim(other_databases[index], claimed_run(seed.acme_grant, f"run-{index}"),
+        return claim(databases[index], claimed_run(seed.acme_grant, f"run-{index}"),
                      pending_timeout=HOUR)
 
-    with ThreadPoolExecutor(len(other_databases)) as pool:
-        claims = list(pool.map(contend, range(len(other_databases))))
+    with ThreadPoolExecutor(len(databases)) as pool:
+        return list(pool.map(contend, range(len(databases))))
+
+
+def test_of_many_processes_claiming_one_key_at_once_exactly_one_acquires_it(
+    database: Database, other_databases: list[Database], seed: Seed
+) -> None:
+    claims = claim_all_at_once(other_databases, seed)
 
     winners = [c for c in claims if c.acquired]
     assert len(winners) == 1
@@ -97,15 +102,7 @@ def test_of_many_processes_taking_over_one_abandoned_key_at_once_exactly_one_acq
 ) -> None:
     long_ago = dt.datetime.now(dt.UTC) - 2 * HOUR
     dead = claim(database, claimed_run(seed.acme_grant), pending_timeout=HOUR, now=long_ago)
-    start = threading.Barrier(len(other_databases))
-
-    def contend(index: int) -> Claim:
-        start.wait()
-        return claim(other_databases[index], claimed_run(seed.acme_grant, f"run-{index}"),
-                     pending_timeout=HOUR)
-
-    with ThreadPoolExecutor(len(other_databases)) as pool:
-        claims = list(pool.map(contend, range(len(other_databases))))
+    claims = claim_all_at_once(other_databases, seed)
 
     winners = [c for c in claims if c.acquired]
     assert len(winners) == 1

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import closing
 
-import httpx
 import pytest
 
+from governance_request import FIRING_KEY, run_request
 from llm_stub import LLMStub
-from devstack.demo import GOVERNANCE_GRAPH, DemoAccount
+from devstack.demo import DemoAccount
 from devstack.processes import free_port, wait_until
 from devstack.stack import ServiceHandle
 from service.config import sqlite_path
@@ -30,25 +30,10 @@ pytestmark = pytest.mark.integration
 
 ServiceFactory = Callable[..., ServiceHandle]
 
-KEY = "governance:community:2026-11-23T08:00:00Z"
+KEY = FIRING_KEY
 # Longer than one write waits for a lock, shorter than storing an outcome keeps retrying.
 LOCK_SECONDS = BUSY_TIMEOUT_SECONDS + 2
 assert LOCK_SECONDS < FINISH_RETRY_SECONDS
-
-
-def run_request(service: ServiceHandle, account: DemoAccount) -> httpx.Response:
-    """The request the scheduler sends for one firing."""
-    with httpx.Client(base_url=service.url, timeout=60) as client:
-        return client.post(
-            f"/api/internal/graphs/{GOVERNANCE_GRAPH}/runs",
-            headers={"Authorization": f"Bearer {service.scheduler_token}", "Idempotency-Key": KEY},
-            json={
-                "executionGrantId": account.grant_id,
-                "scheduleId": "governance:community",
-                "scheduledFor": "2026-11-23T08:00:00Z",
-                "input": {"messages": [{"role": "user", "content": "Review this week."}]},
-            },
-        )
 
 
 def test_a_lock_while_the_outcome_is_stored_still_gives_one_run_and_its_outcome(

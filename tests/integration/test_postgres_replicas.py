@@ -18,9 +18,10 @@ import httpx
 import psycopg
 import pytest
 
+from governance_request import FIRING_KEY, run_request
 from llm_stub import LLMStub
 from devstack.delivery import wait_for_sink
-from devstack.demo import GOVERNANCE_GRAPH, DemoAccount, provision_demo
+from devstack.demo import DemoAccount, provision_demo
 from devstack.postgres import PostgresServer, start_postgres
 from devstack.processes import free_port, wait_until
 from devstack.report import sessions_report
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.integration
 ServiceFactory = Callable[..., ServiceHandle]
 ReplicasFactory = Callable[..., list[ServiceHandle]]
 
-KEY = "governance:community:2026-11-23T08:00:00Z"
+KEY = FIRING_KEY
 # The shortest pending timeout the settings allow past this run deadline (it must exceed
 # RUN_TIMEOUT_SECONDS + 30 s): how long a dead replica's key stays pending.
 RUN_TIMEOUT_SECONDS = 5
@@ -44,21 +45,6 @@ PENDING_TIMEOUT_SECONDS = RUN_TIMEOUT_SECONDS + 31
 def service_database_url(postgres_database_url: str) -> str:
     """Overrides the SQLite default of conftest: every replica shares one Postgres database."""
     return postgres_database_url
-
-
-def run_request(service: ServiceHandle, account: DemoAccount, key: str = KEY) -> httpx.Response:
-    """The request the scheduler sends for one firing."""
-    with httpx.Client(base_url=service.url, timeout=120) as client:
-        return client.post(
-            f"/api/internal/graphs/{GOVERNANCE_GRAPH}/runs",
-            headers={"Authorization": f"Bearer {service.scheduler_token}", "Idempotency-Key": key},
-            json={
-                "executionGrantId": account.grant_id,
-                "scheduleId": "governance:community",
-                "scheduledFor": "2026-11-23T08:00:00Z",
-                "input": {"messages": [{"role": "user", "content": "Review this week."}]},
-            },
-        )
 
 
 def stored(database_url: str, key: str = KEY) -> Any:

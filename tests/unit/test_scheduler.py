@@ -87,7 +87,11 @@ def test_firing_is_skipped_while_the_previous_run_is_still_running(
     assert any("skipped, the previous run is still running" in r.getMessage() for r in caplog.records)
 
 
-def test_run_forever_fires_each_due_schedule_at_its_time() -> None:
+def fire_in_virtual_time(schedules: list[Schedule], firings: int) -> list[str]:
+    """The Idempotency-Keys a scheduler of `schedules` posts, until `firings` of them.
+
+    Virtual time: each sleep moves the clock to its wake-up moment at once.
+    """
     fired: list[str] = []
     now = [FIRST - dt.timedelta(seconds=90)]
 
@@ -96,7 +100,6 @@ def test_run_forever_fires_each_due_schedule_at_its_time() -> None:
         return httpx.Response(200, json={"ok": True})
 
     async def fake_sleep(seconds: float) -> None:
-        # Virtual time: the clock jumps to the wake-up moment at once.
         now[0] += dt.timedelta(seconds=seconds)
         await asyncio.sleep(0)
 
@@ -105,11 +108,11 @@ def test_run_forever_fires_each_due_schedule_at_its_time() -> None:
             transport=httpx.MockTransport(handler), base_url="http://svc"
         ) as client:
             scheduler = Scheduler(
-                [SCHEDULE], client=client, token="tok", clock=lambda: now[0], sleep=fake_sleep
+                schedules, client=client, token="tok", clock=lambda: now[0], sleep=fake_sleep
             )
             task = asyncio.create_task(scheduler.run_forever())
             for _ in range(1000):
-                if len(fired) >= 3:
+                if len(fired) >= firings:
                     break
                 await asyncio.sleep(0)
             task.cancel()
@@ -117,6 +120,12 @@ def test_run_forever_fires_each_due_schedule_at_its_time() -> None:
                 await task
 
     asyncio.run(run())
+    return fired
+
+
+def test_run_forever_fires_each_due_schedule_at_its_time() -> None:
+    fired = fire_in_virtual_time([SCHEDULE], 3)
+
     assert fired[:3] == [
         "governance:community:2026-11-23T08:00:00Z",
         "governance:community:2026-11-23T08:05:00Z",
@@ -125,36 +134,17 @@ def test_run_forever_fires_each_due_schedule_at_its_time() -> None:
 
 
 def test_a_paused_schedule_is_not_fired(caplog: pytest.LogCaptureFixture) -> None:
-    fired: list[str] = []
     paused = SCHEDULE.model_copy(update={"id": "governance:paused", "paused": True})
-    now = [FIRST - dt.timedelta(seconds=90)]
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        fired.append(request.headers["Idempotency-Key"])
-        return httpx.Response(200, json={"ok": True})
+    fired = fire_in_virtual_time([SCHEDULE, paused], 2)
 
-    async def fake_sleep(seconds: float) -> None:
-        now[0] += dt.timedelta(seconds=seconds)
-        await asyncio.sleep(0)
-
-    async def run() -> None:
-        async with httpx.AsyncClient(
-            transport=httpx.MockTransport(handler), base_url="http://svc"
-        ) as client:
-            both = Scheduler([SCHEDULE, paused], client=client, token="tok",
-                             clock=lambda: now[0], sleep=fake_sleep)
-            task = asyncio.create_task(both.run_forever())
-            for _ in range(1000):
-                if len(fired) >= 2:
-                    break
-                await asyncio.sleep(0)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            only_paused = Scheduler([paused], client=client, token="tok")
+    async def only_paused() -> None:
+        async with httpx.AsyncClient(base_url="http://svc") as client:
             with caplog.at_level(logging.INFO, logger="service.scheduler"):
-                await only_paused.run_forever()  # returns at once: nothing to fire
+                # Returns at once: nothing to fire.
+                await Scheduler([paused], client=client, token="tok").run_forever()
 
-    asyncio.run(run())
+    asyncio.run(only_paused())
     assert fired[:2] == [
         "governance:community:2026-11-23T08:00:00Z",
         "governance:community:2026-11-23T08:05:00Z",
